@@ -1,0 +1,3 @@
+from torchenv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""``torchenv`` command line: check | spec | version.
+
+Exit statuses: 0 all good, 1 a check failed, 2 bad usage / bad spec / missing tool, 130 interrupted.
+Errors are one paragraph naming the file, key or command and the fix; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from torchenv import __version__
+from torchenv.errors import EXIT_USAGE, TorchenvError
+from torchenv.spec import Promises, StackSpec, VariantSpec
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise TorchenvError(f"{self.prog}: {message}.", fix=f"see `{self.prog} --help`")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="torchenv", description="Reproducible, validated PyTorch environments.")
+    parser.add_argument("--version", action="version", version=f"torchenv {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser("check", help="run the smoke suite in this interpreter and report")
+    _spec_args(check)
+    cuda = check.add_mutually_exclusive_group()
+    cuda.add_argument("--expect-cuda", dest="expect_cuda", action="store_true", default=None,
+                      help="require a usable GPU (overrides the variant's promises.gpu)")
+    cuda.add_argument("--no-expect-cuda", dest="expect_cuda", action="store_false",
+                      help="do not require a GPU: GPU checks skip where none is usable")
+    check.add_argument("--json", metavar="PATH", help="write the JSON report here (the log beside it)")
+    check.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here")
+    check.add_argument("--only", metavar="GROUP", action="append", default=[],
+                       help="run only this group (repeatable): facts, tensor, torchvision, "
+                       "transfer, cnn, distributed, compile")
+    check.add_argument("--timeout", metavar="SECONDS", type=float,
+                       help="cap every check's timeout (default: per group, 60-300 s)")
+    check.add_argument("--quiet", action="store_true", help="print only the verdict line")
+
+    spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
+    _spec_args(spec)
+    spec.add_argument("--all", action="store_true", help="print every variant")
+    return parser
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default=None,
+                   help="variant name (default: $TORCHENV_VARIANT, else pip)")
+    p.add_argument("--spec", metavar="PATH", default=None,
+                   help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)")
+
+
+def _load(args: argparse.Namespace) -> tuple[StackSpec, VariantSpec]:
+    from torchenv import spec as spec_mod
+
+    stack = spec_mod.load(args.spec)
+    name = args.variant or os.environ.get("TORCHENV_VARIANT") or "pip"
+    return stack, stack.variant(name)
+
+
+def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
+    from torchenv import report as report_mod
+    from torchenv import runner
+
+    stack, variant = _load(args)
+    for warning in stack.warnings:
+        print(f"torchenv: warning: {warning}", file=sys.stderr)
+    if args.expect_cuda is not None:
+        variant = dataclasses.replace(variant, promises=Promises(gpu=args.expect_cuda))
+    bad = [g for g in args.only if g not in runner.GROUPS]
+    if bad:
+        raise TorchenvError(f"torchenv check --only: unknown group {bad[0]!r}.",
+                            fix=f"use one of {', '.join(runner.GROUPS)}")
+    for out in (args.json, args.junit):
+        if out:
+            _writable(out)
+
+    def progress(result: runner.CheckResult) -> None:
+        if not args.quiet:
+            mark = {"passed": ".", "failed": "F", "skipped": "s"}[result.outcome]
+            print(mark, end="", flush=True)
+
+    if not args.quiet:
+        print(f"torchenv check: running the smoke suite for variant '{variant.name}' ", end="", flush=True)
+    run = runner.run_suite(variant, groups=args.only, timeout=args.timeout, on_result=progress)
+    if not args.quiet:
+        print("\n")
+    report = report_mod.build(stack, variant, run, argv)
+    if args.json:
+        log_copy = Path(args.json).with_suffix(".log")
+        shutil.copyfile(run.log_path, log_copy)
+        report["log"] = str(log_copy)
+        report_mod.write_json(report, args.json)
+    if args.junit:
+        report_mod.write_junit(report, args.junit)
+    if args.quiet:
+        print(report_mod.summary(report).splitlines()[-1])
+    else:
+        report_mod.print_summary(report)
+        if args.json:
+            print(f"report: {args.json}")
+    return report_mod.exit_code(report)
+
+
+def _writable(path: str) -> None:
+    parent = Path(path).resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise TorchenvError(f"cannot write the report to {path} ({exc.strerror}).",
+                            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)") from None
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    stack, variant = _load(args)
+    for warning in stack.warnings:
+        print(f"torchenv: warning: {warning}", file=sys.stderr)
+    chosen = list(stack.variants.values()) if args.all else [variant]
+    print(json.dumps({v.name: v.to_dict() for v in chosen}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(args_list)
+        if args.command == "check":
+            return cmd_check(args, ["torchenv", *args_list])
+        if args.command == "spec":
+            return cmd_spec(args)
+        raise TorchenvError(f"unknown command {args.command!r}.", fix="see `torchenv --help`")
+    except TorchenvError as exc:
+        print(f"torchenv: error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("torchenv: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug in torchenv: say so in one paragraph, keep the traceback in a file
+        dump = Path(tempfile.gettempdir()) / f"torchenv-crash-{os.getpid()}.txt"
+        try:
+            dump.write_text(traceback.format_exc())
+            where = f"; the traceback is in {dump}"
+        except OSError:
+            where = ""
+        print(f"torchenv: internal error: {type(exc).__name__}: {exc}{where}. Please report it.",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

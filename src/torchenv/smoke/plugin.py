@@ -1,0 +1,226 @@
+"""The pytest plugin the runner loads into the smoke-suite process (``-p torchenv.smoke.plugin``).
+
+It gives each test a check id (``tensor.numpy_bridge[cpu]``), a timeout, the device fixtures, and
+streams one JSON line per event to ``$TORCHENV_EVENTS`` so the parent process (which never imports
+torch) can follow progress, notice a hang, kill the process and carry on with the rest.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import re
+import time
+from collections.abc import Generator
+from typing import IO, Any
+
+import pytest
+
+from torchenv import breakages
+from torchenv.smoke import _support
+
+EVENTS_ENV = "TORCHENV_EVENTS"
+STACKS_ENV = "TORCHENV_STACKS"
+TIMEOUT_ENV = "TORCHENV_TIMEOUT"
+FACTS_ENV = "TORCHENV_FACTS"
+
+#: Run order and default per-check timeout (seconds) of each group. Cheap, telling groups first.
+GROUPS: dict[str, float] = {
+    "facts": 120,
+    "tensor": 60,
+    "torchvision": 60,
+    "transfer": 60,
+    "cnn": 180,
+    "distributed": 120,
+    "compile": 300,
+}
+
+_events: IO[str] | None = None
+_stacks: IO[str] | None = None
+
+
+def emit(event: str, **data: Any) -> None:
+    if _events is not None:
+        _events.write(json.dumps({"event": event, "t": time.time(), **data}, default=str) + "\n")
+        _events.flush()
+
+
+def group_of(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    name = module.__name__.rpartition(".")[2] if module is not None else item.nodeid
+    return name.removeprefix("test_")
+
+
+def check_id(item: pytest.Item) -> str:
+    return f"{group_of(item)}.{item.name.removeprefix('test_')}"
+
+
+def timeout_of(item: pytest.Item) -> float:
+    override = os.environ.get(TIMEOUT_ENV)
+    marker = item.get_closest_marker("smoke_timeout")
+    seconds = float(marker.args[0]) if marker else GROUPS.get(group_of(item), 120.0)
+    return min(seconds, float(override)) if override else seconds
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _events, _stacks
+    config.addinivalue_line("markers", "smoke_timeout(seconds): this check's timeout")
+    if os.environ.get(EVENTS_ENV):
+        _events = open(os.environ[EVENTS_ENV], "a", encoding="utf-8")  # noqa: SIM115 - lives for the session
+    if os.environ.get(STACKS_ENV):
+        _stacks = open(os.environ[STACKS_ENV], "a", encoding="utf-8")  # noqa: SIM115
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for fh in (_events, _stacks):
+        if fh is not None:
+            fh.close()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get(FACTS_ENV, "1") != "0" and _events is not None:
+        from torchenv import facts
+
+        started = time.perf_counter()
+        emit("facts", facts=facts.gather(), seconds=time.perf_counter() - started)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``device``: "cpu" and each GPU; ``gpu``: each GPU. With no GPU, one "cuda" placeholder that
+    the fixture turns into a skip (or a failure when the variant promises a GPU)."""
+    gpus = [f"cuda:{i}" for i in range(_support.gpu_count())] or ["cuda"]
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", ["cpu", *gpus], indirect=True)
+    elif "gpu" in metafunc.fixturenames:
+        metafunc.parametrize("gpu", gpus, indirect=True)
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> str:
+    name = str(request.param)
+    if name.startswith("cuda"):
+        _support.need_gpu(check_id(request.node))
+    return name
+
+
+@pytest.fixture
+def gpu(request: pytest.FixtureRequest) -> str:
+    _support.need_gpu(check_id(request.node))
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def variant() -> Any:
+    return _support.variant()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    order = {name: i for i, name in enumerate(GROUPS)}
+    items.sort(key=lambda it: order.get(group_of(it), len(order)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    emit("collected", items=[
+        {"nodeid": it.nodeid, "check": check_id(it), "group": group_of(it), "timeout": timeout_of(it)}
+        for it in session.items
+    ])
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        text = str(report.longrepr)
+        diagnosis = breakages.match(text, _context())
+        module = report.nodeid.rpartition("/")[2].removesuffix(".py").removeprefix("test_")
+        emit("result", nodeid=report.nodeid, check=f"{module}.<collect>", group=module,
+             outcome="failed", duration=0.0, message=_last_error_line(text),
+             diagnosis=diagnosis.to_dict() if diagnosis else None, detail=text)
+
+
+_outcomes: dict[str, dict[str, Any]] = {}
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": "", "diagnosis": None,
+                         "detail": ""}
+    emit("start", nodeid=nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _stacks is not None:
+        # If the parent has to kill us for a hang, this dump shows where every thread was.
+        _stacks.write(f"\n=== {check_id(item)} (timeout {timeout_of(item):.0f} s) ===\n")
+        _stacks.flush()
+        faulthandler.dump_traceback_later(max(timeout_of(item) - 1.0, 0.5), file=_stacks)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    state = _outcomes.setdefault(item.nodeid, {"outcome": "passed", "duration": 0.0, "message": "",
+                                               "diagnosis": None, "detail": ""})
+    state["duration"] += report.duration
+    state["check"] = check_id(item)
+    state["group"] = group_of(item)
+    if report.skipped and state["outcome"] == "passed":
+        state["outcome"] = "skipped"
+        longrepr = report.longrepr
+        state["message"] = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr).removeprefix("Skipped: ")
+    elif report.failed:
+        state["outcome"] = "failed"
+        message, diagnosis = describe(call.excinfo) if call.excinfo else ("failed", None)
+        if report.when == "teardown":
+            message = f"teardown: {message}"
+        state["message"] = state["message"] or message
+        state["diagnosis"] = state["diagnosis"] or (diagnosis.to_dict() if diagnosis else None)
+        state["detail"] += str(report.longrepr)
+    return report
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    faulthandler.cancel_dump_traceback_later()
+    state = _outcomes.pop(nodeid, None)
+    if state is not None:
+        emit("result", nodeid=nodeid, **state)
+
+
+def _last_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^(E\s+)?\w*(Error|Exception)\b", ln)]
+    return (errors[-1] if errors else (lines[-1] if lines else "failed")).removeprefix("E").strip()[:500]
+
+
+def describe(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, breakages.Diagnosis | None]:
+    """A one-line message and, when known, the diagnosis for a failure (no traceback)."""
+    exc = excinfo.value
+    if isinstance(exc, _support.CheckFailed):
+        return str(exc).split("\nassert ")[0].strip(), exc.diagnosis
+    if isinstance(exc, pytest.fail.Exception):
+        message = exc.msg
+    elif isinstance(exc, AssertionError):
+        text = str(exc)
+        message = text.split("\nassert ")[0].strip() or text.strip().splitlines()[0]
+    else:
+        message = f"{type(exc).__name__}: {exc}".strip()
+    chain = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 5:
+        chain.append(f"{type(cur).__name__}: {cur}")
+        cur = cur.__cause__ or cur.__context__
+    diagnosis = breakages.match("\n".join(chain), _context())
+    return message.splitlines()[0][:500] if message else "failed", diagnosis
+
+
+def _context() -> dict[str, Any]:
+    try:
+        ctx = _support.mismatch_context()
+    except Exception:
+        ctx = {}
+    try:
+        variant = _support.variant()
+        ctx.setdefault("arch_list", list(variant.build.arch_list))
+        ctx.setdefault("min_driver", variant.build.min_driver)
+    except Exception:
+        pass
+    return ctx

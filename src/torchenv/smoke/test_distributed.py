@@ -1,0 +1,109 @@
+"""Group "distributed": a 2-process all-reduce whose result is checked (gloo on CPU, NCCL on GPUs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from torchenv.smoke._support import fail, gpu_count, need_gpu
+
+RENDEZVOUS_TIMEOUT = 45.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"allreduce-{backend}-"))
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "OMP_NUM_THREADS": "1"}
+    procs = []
+    for rank in range(world_size):
+        log = open(workdir / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
+        procs.append((rank, log, subprocess.Popen(
+            [sys.executable, "-m", "torchenv.smoke._dist", "--rank", str(rank),
+             "--world-size", str(world_size), "--backend", backend,
+             "--timeout", str(RENDEZVOUS_TIMEOUT), "--out", str(workdir / f"rank{rank}.json")],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )))
+    deadline = time.monotonic() + RENDEZVOUS_TIMEOUT + 30
+    try:
+        for rank, _log, proc in procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                fail(
+                    f"{backend} all-reduce: rank {rank} did not finish within "
+                    f"{RENDEZVOUS_TIMEOUT + 30:.0f} s",
+                    "hang",
+                    detail=f"the {backend} rendezvous or collective hung (MASTER_ADDR=127.0.0.1, "
+                    f"MASTER_PORT={env['MASTER_PORT']})",
+                    fix_hint="check that processes may open and connect to localhost TCP ports, "
+                    "and for NCCL that /dev/shm is large enough (--ipc=host); rank logs: "
+                    f"{workdir}",
+                )
+    finally:
+        for _rank, log, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    reports = []
+    for rank, _log, proc in procs:
+        out = workdir / f"rank{rank}.json"
+        if proc.returncode != 0 or not out.is_file():
+            tail = (workdir / f"rank{rank}.log").read_text(errors="replace").strip().splitlines()[-3:]
+            fail(f"{backend} all-reduce: rank {rank} exited with {proc.returncode}: {' | '.join(tail)}",
+                 "nccl-transport" if backend == "nccl" else "hang",
+                 detail=f"rank {rank} of the {backend} all-reduce crashed; log: "
+                 f"{workdir / f'rank{rank}.log'}")
+        reports.append(json.loads(out.read_text()))
+    return reports
+
+
+def _verify(backend: str, reports: list[dict[str, object]]) -> None:
+    for report in reports:
+        if not report["ok"]:
+            failures = report.get("failures") or []
+            fail(
+                f"{backend} all-reduce gave wrong results on rank {report['rank']}: "
+                f"{'; '.join(str(f) for f in failures)[:400]}",  # type: ignore[attr-defined]
+                "wrong-result",
+                detail=f"the {backend} collective returned values that are not the sum of the ranks'",
+                fix_hint="a broken interconnect, driver or NCCL/gloo build; rerun with NCCL_DEBUG=INFO "
+                "and try another node pair",
+            )
+    assert len(reports) == 2 and all(r["cases"] for r in reports), "no all-reduce case ran"
+
+
+@pytest.mark.smoke_timeout(120)
+def test_allreduce_gloo() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        fail("torch.distributed with gloo is not available in this build", "version-mismatch",
+             detail="torch was built without distributed support (USE_DISTRIBUTED=0)")
+    _verify("gloo", _all_reduce("gloo"))
+
+
+@pytest.mark.smoke_timeout(120)
+def test_allreduce_nccl() -> None:
+    need_gpu("distributed.allreduce_nccl")
+    if gpu_count() < 2:
+        pytest.skip(f"NCCL all-reduce needs 2 GPUs on this node; found {gpu_count()}")
+    import torch.distributed as dist
+
+    if not dist.is_nccl_available():
+        fail("this torch build has no NCCL", "nccl-transport")
+    _verify("nccl", _all_reduce("nccl"))
