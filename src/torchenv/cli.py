@@ -1,4 +1,4 @@
-"""``torchenv`` command line: check | spec | version.
+"""``torchenv`` command line: check | build | spec.
 
 Exit statuses: 0 all good, 1 a check failed, 2 bad usage / bad spec / missing tool, 130 interrupted.
 Errors are one paragraph naming the file, key or command and the fix; never a traceback.
@@ -48,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", metavar="SECONDS", type=float,
                        help="cap every check's timeout (default: per group, 60-300 s)")
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
+
+    build = sub.add_parser("build", help="build a variant's environment and check it")
+    build.add_argument("variant_name", metavar="VARIANT", help="pip (conda, ngc, source: see README)")
+    build.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
+    build.add_argument("--venv", metavar="DIR", default=".venv-torchenv",
+                       help="where to create the environment (default: .venv-torchenv)")
+    build.add_argument("--reports", metavar="DIR", default="reports", help="report folder")
+    build.add_argument("--python", metavar="EXE", default=None,
+                       help="interpreter that creates the venv (default: python<spec version>)")
+    build.add_argument("--reuse", action="store_true",
+                       help="reuse an existing environment without reinstalling (like nox -R)")
 
     spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
     _spec_args(spec)
@@ -125,6 +136,35 @@ def _writable(path: str) -> None:
                             fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)") from None
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from torchenv import spec as spec_mod
+    from torchenv import variants
+    from torchenv.engines import cmd
+
+    stack = spec_mod.load(args.spec)
+    variant = stack.variant(args.variant_name)
+    if args.variant_name != "pip":
+        raise TorchenvError(
+            f"torchenv build {args.variant_name}: this release builds only the pip variant.",
+            fix="use `nox -s pip` / `torchenv build pip`; the conda, ngc and source variants "
+            "are tracked in the README's roadmap",
+        )
+    project = Path(__file__).resolve().parents[2]
+    if not (project / "pyproject.toml").is_file():
+        raise TorchenvError("torchenv build needs a torchenv source checkout (it installs itself "
+                            "into the new environment).", fix="run it from a clone of torchenv")
+    target = variants.Target(
+        env_dir=Path(args.venv).resolve(),
+        project_dir=project,
+        spec_path=Path(stack.path).resolve(),
+        report_dir=Path(args.reports).resolve(),
+        python=args.python or f"python{variant.python}",
+    )
+    steps = variants.get("pip").plan(variant, target)
+    skip = ("create", "install") if args.reuse else ()
+    return cmd.run_plan(steps, skip_kinds=skip)
+
+
 def cmd_spec(args: argparse.Namespace) -> int:
     stack, variant = _load(args)
     for warning in stack.warnings:
@@ -140,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         if args.command == "check":
             return cmd_check(args, ["torchenv", *args_list])
+        if args.command == "build":
+            return cmd_build(args)
         if args.command == "spec":
             return cmd_spec(args)
         raise TorchenvError(f"unknown command {args.command!r}.", fix="see `torchenv --help`")

@@ -106,7 +106,8 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
         detail = c["message"] if c["outcome"] != "passed" else ""
         if len(detail) > detail_w:
             detail = detail[: detail_w - 3] + "..."
-        lines.append(f"{c['check'][:name_w]:<{name_w}}  {label:<6}  {c['seconds']:>5.1f}s  {detail}")
+        row = f"{c['check'][:name_w]:<{name_w}}  {label:<6}  {c['seconds']:>5.1f}s  {detail}"
+        lines.append(row.rstrip())
     s = report["summary"]
     failed = [c for c in checks if c["outcome"] == "failed"]
     if failed:

@@ -1,0 +1,1 @@
+"""Engines: the only code that runs tools (pip/venv, conda, docker, apptainer, shell)."""
