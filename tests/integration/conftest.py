@@ -1,0 +1,66 @@
+"""Integration tests need a Python environment with torch: the pip variant's venv built by
+`nox -s pip` (`nox -s tests` builds it first and passes it as TORCHENV_TEST_PYTHON).
+
+They run the CURRENT source (PYTHONPATH=src) inside that interpreter, so an edit is tested without
+reinstalling. Without a torch environment they skip, saying how to get one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import ROOT
+
+SRC = ROOT / "src"
+
+
+@dataclass
+class CheckRun:
+    code: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any]
+
+    def check(self, check_id: str) -> dict[str, Any]:
+        for c in self.report["checks"]:
+            if c["check"] == check_id:
+                return c  # type: ignore[no-any-return]
+        raise AssertionError(f"{check_id} not in report: {[c['check'] for c in self.report['checks']]}")
+
+
+@pytest.fixture(scope="session")
+def torch_python() -> str:
+    path = os.environ.get("TORCHENV_TEST_PYTHON")
+    if not path or not Path(path).exists():
+        pytest.skip("no Python environment with torch: run `nox -s tests` (it builds the pip variant "
+                    "first) or set TORCHENV_TEST_PYTHON to a python that has torch")
+    return path
+
+
+def run_check(python: str, *args: str, tmp: Path, extra_pythonpath: str | None = None,
+              env: dict[str, str] | None = None, user: str | None = None, timeout: float = 900) -> CheckRun:
+    report = tmp / "report.json"
+    pythonpath = f"{extra_pythonpath}:{SRC}" if extra_pythonpath else str(SRC)
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
+    full_env.pop("TORCHENV_SPEC", None)
+    cmd = [python, "-m", "torchenv", "check", "--json", str(report), *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--",
+               "env", "HOME=/nonexistent", "TMPDIR=/tmp", *cmd]
+    proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return CheckRun(proc.returncode, proc.stdout, proc.stderr, data)
+
+
+def write_sitecustomize(folder: Path, body: str) -> str:
+    """A fault planted from outside: every interpreter started with it on PYTHONPATH runs ``body``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(body)
+    return str(folder)

@@ -1,0 +1,173 @@
+"""The suite must be able to fail: break things on purpose, assert the right check fails with the
+right diagnosis, and that the rest of the suite still runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import STACK
+from .conftest import run_check, write_sitecustomize
+
+pytestmark = pytest.mark.slow
+
+
+def test_shuffled_labels_do_not_reach_the_floor(torch_python: str, tmp_path: Path) -> None:
+    fault = write_sitecustomize(tmp_path / "fault", '''
+import torchenv.smoke._data as data
+_real = data.load_digits
+def load_digits():
+    import torch
+    images, labels = _real()
+    return images, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+data.load_digits = load_digits
+''')
+    run = run_check(torch_python, "--only", "cnn", tmp=tmp_path, extra_pythonpath=fault)
+    assert run.code == 1
+    train = run.check("cnn.train[cpu]")
+    assert train["outcome"] == "failed"
+    assert "below the floor 0.97" in train["message"]
+    assert train["diagnosis"]["id"] == "wrong-result"
+    assert "did not learn" in train["diagnosis"]["cause"]
+    # determinism holds even on garbage labels: that check still passes
+    assert run.check("cnn.deterministic_for_a_seed")["outcome"] == "passed"
+
+
+def test_corrupted_all_reduce_is_caught(torch_python: str, tmp_path: Path) -> None:
+    fault = write_sitecustomize(tmp_path / "fault", '''
+import torch.distributed as dist
+_real = dist.all_reduce
+def all_reduce(tensor, *args, **kwargs):
+    work = _real(tensor, *args, **kwargs)
+    if dist.get_rank() == 1 and tensor.numel() == 1000:
+        tensor[7] += 1  # a bit flip on the wire, as seen from rank 1
+    return work
+dist.all_reduce = all_reduce
+''')
+    run = run_check(torch_python, "--only", "distributed", tmp=tmp_path, extra_pythonpath=fault)
+    assert run.code == 1
+    check = run.check("distributed.allreduce_gloo")
+    assert check["outcome"] == "failed"
+    assert "gloo all-reduce gave wrong results on rank 1" in check["message"]
+    assert "n=1000: 1 wrong elements, first at [7]" in check["message"]
+    assert check["diagnosis"]["id"] == "wrong-result"
+
+
+def test_spec_asking_for_another_torch(torch_python: str, tmp_path: Path) -> None:
+    text = STACK.read_text().replace('torch = "2.14.1"', 'torch = "2.13.0"', 1)
+    text = text.replace('torchvision = "0.29.1"', 'torchvision = "0.28.0"', 1)
+    spec = tmp_path / "stack.toml"
+    spec.write_text(text)
+    run = run_check(torch_python, "--spec", str(spec), "--only", "facts", tmp=tmp_path)
+    assert run.code == 1
+    check = run.check("facts.torch_version")
+    assert check["outcome"] == "failed"
+    assert check["message"].startswith("torch 2.14.1") and "the spec says 2.13.0" in check["message"]
+    assert check["diagnosis"]["id"] == "version-mismatch"
+    assert "rebuild the 'pip' variant" in check["diagnosis"]["fix"]
+    assert run.report["spec"]["path"] == str(spec) and run.report["spec"]["origin"] == "--spec"
+    assert run.check("facts.python_version")["outcome"] == "passed"
+
+
+def test_a_hanging_check_times_out_and_the_rest_runs(torch_python: str, tmp_path: Path) -> None:
+    fault = write_sitecustomize(tmp_path / "fault", '''
+import sys
+if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
+    import threading
+    import torch.distributed as dist
+    def init_process_group(*args, **kwargs):
+        threading.Event().wait()  # a rendezvous that never completes
+    dist.init_process_group = init_process_group
+''')
+    run = run_check(torch_python, "--only", "distributed", "--only", "tensor", "--timeout", "6",
+                    tmp=tmp_path, extra_pythonpath=fault)
+    assert run.code == 1
+    hung = run.check("distributed.allreduce_gloo")
+    assert hung["outcome"] == "failed"
+    assert hung["message"].startswith("timed out after 6 s")
+    assert hung["diagnosis"]["id"] == "hang"
+    assert "did not finish within 6 s" in hung["diagnosis"]["cause"]
+    # the checks after the hang still ran, in a fresh process
+    assert run.check("distributed.allreduce_nccl")["outcome"] == "skipped"
+    assert run.report["summary"]["launches"] == 2
+    assert run.check("tensor.svd_reconstruction[float64]")["outcome"] == "passed"
+
+
+def test_missing_optional_package_skips_missing_promised_fails(torch_python: str, tmp_path: Path) -> None:
+    hide_numpy = write_sitecustomize(tmp_path / "fault", '''
+import sys
+class _HideNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _HideNumpy())
+''')
+    # promised (the pip variant lists numpy): a failure that names the package
+    promised = run_check(torch_python, "--only", "tensor", tmp=tmp_path, extra_pythonpath=hide_numpy)
+    bridge = promised.check("tensor.numpy_bridge_shares_memory")
+    assert bridge["outcome"] == "failed" and "numpy is not installed" in bridge["message"]
+    assert bridge["diagnosis"]["id"] == "missing-package"
+    assert promised.code == 1
+    # optional (a spec that does not list numpy): a skip with its reason, and the run passes
+    spec = tmp_path / "stack.toml"
+    spec.write_text(STACK.read_text().replace('packages = ["numpy", "pytest", "packaging"]\nlock',
+                                              'packages = ["pytest", "packaging"]\nlock', 1))
+    (tmp_path / "pip.lock").write_text((STACK.parent / "pip.lock").read_text())
+    optional = run_check(torch_python, "--only", "tensor", "--spec", str(spec), tmp=tmp_path,
+                         extra_pythonpath=hide_numpy)
+    bridge = optional.check("tensor.numpy_bridge_shares_memory")
+    assert bridge["outcome"] == "skipped" and "optional" in bridge["message"]
+    assert optional.code == 0, optional.stdout[-2000:]
+
+
+def test_a_promised_gpu_that_is_missing_fails(torch_python: str, tmp_path: Path) -> None:
+    run = run_check(torch_python, "--only", "cnn", "--expect-cuda", tmp=tmp_path)
+    assert run.code == 1
+    check = run.check("cnn.train[cuda]")
+    assert check["outcome"] == "failed"
+    assert "promises a GPU but none is usable" in check["message"]
+    assert check["diagnosis"]["id"] == "no-usable-gpu"
+    assert run.check("cnn.train[cpu]")["outcome"] == "passed"
+
+
+def test_bad_spec_exits_2_without_traceback(torch_python: str, tmp_path: Path) -> None:
+    spec = tmp_path / "stack.toml"
+    spec.write_text(STACK.read_text().replace("[variants.pip]", "[variants.pip]\ncuda_arch = 1", 1))
+    run = run_check(torch_python, "--spec", str(spec), tmp=tmp_path)
+    assert run.code == 2 and run.report == {}
+    assert "variants.pip.cuda_arch: unknown key 'cuda_arch'" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_mismatched_torch_and_torchvision_is_diagnosed(tmp_path: Path) -> None:
+    """torch 2.13.0+cpu beside torchvision 0.29.1 (a CUDA build for torch 2.14): a real venv."""
+    venv = Path(__file__).resolve().parents[2] / ".nox" / "mismatch"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        try:
+            subprocess.run([*pip, "torch==2.13.0", "numpy", "pytest", "packaging"], check=True, timeout=900)
+            subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"cannot build the mismatched venv here (torch 2.13.0 + torchvision 0.29.1): {exc}")
+    run = run_check(str(python), "--only", "facts", "--only", "torchvision", "--only", "tensor",
+                    tmp=tmp_path, env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    assert run.code == 1
+    nms = run.check("torchvision.nms[cpu]")
+    assert nms["outcome"] == "failed"
+    diag = nms["diagnosis"]
+    assert diag["id"] == "torch-torchvision-mismatch"
+    assert "torch 2.13.0+cpu is a CPU build and cannot load torchvision 0.29.1" in diag["cause"]
+    assert "0.28" in diag["fix"]
+    assert "Traceback" not in run.stdout and "Traceback" not in nms["message"]
+    assert "cause: torch 2.13.0+cpu is a CPU build" in run.stdout
+    # the other groups still ran, and the facts name the version drift too
+    assert run.check("tensor.svd_reconstruction[float64]")["outcome"] == "passed"
+    assert run.check("facts.torch_version")["outcome"] == "failed"
+    assert os.path.exists(run.report["log"])

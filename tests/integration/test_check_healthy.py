@@ -1,0 +1,76 @@
+"""The whole smoke suite, for real, on this CPU machine: run once as a non-root user (when root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_check
+
+#: A healthy CPU environment must PASS each of these (not skip them).
+REQUIRED_CPU_PASSES = [
+    "facts.python_version", "facts.torch_version", "facts.cuda_version", "facts.promised_packages",
+    "facts.arch_list", "facts.cudnn", "facts.nccl", "facts.import_without_ld_library_path",
+    "tensor.creation_and_dtypes", "tensor.arithmetic_and_broadcasting",
+    "tensor.numpy_bridge_shares_memory", "tensor.numpy_refuses_tensor_requiring_grad",
+    "tensor.autograd_matches_analytic_gradient", "tensor.svd_reconstruction[float32]",
+    "tensor.svd_reconstruction[float64]", "tensor.openmp_available", "tensor.mkl_available",
+    "tensor.rand_with_integer_dtype_raises", "tensor.add_takes_two_tensors", "tensor.tf32_defaults",
+    "torchvision.nms[cpu]", "torchvision.roi_align[cpu]", "torchvision.cuda_version_matches_torch",
+    "cnn.train[cpu]", "cnn.deterministic_for_a_seed", "cnn.amp_bf16[cpu]", "cnn.dataloader_workers",
+    "distributed.allreduce_gloo",
+    "compile.sin_cos_matches_eager[cpu-float16]", "compile.sin_cos_matches_eager[cpu-float32]",
+    "compile.sin_cos_matches_eager[cpu-float64]", "compile.cnn_training_step[cpu]",
+]
+
+
+def _as_nobody() -> str | None:
+    return "65534" if os.geteuid() == 0 and shutil.which("setpriv") else None
+
+
+@pytest.mark.slow
+def test_full_suite_passes_on_cpu(torch_python: str, tmp_path: Path) -> None:
+    user = _as_nobody()
+    if user:
+        tmp_path.chmod(0o777)
+        for parent in tmp_path.parents:
+            if parent == Path("/tmp") or parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o005)
+        probe = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--",
+                                torch_python, "-c", "import torch"], capture_output=True, text=True)
+        assert probe.returncode == 0, (
+            f"uid {user} cannot run {torch_python}: {probe.stderr.strip()[-300:]}. The suite must be "
+            "proven as a non-root user: open the checkout and the interpreter's prefix to other "
+            "users (chmod o+rX; .ci/run does it)"
+        )
+    run = run_check(torch_python, "--junit", str(tmp_path / "junit.xml"), tmp=tmp_path, user=user)
+    assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    rep = run.report
+    outcomes = {c["check"]: c for c in rep["checks"]}
+    missing = [c for c in REQUIRED_CPU_PASSES if c not in outcomes]
+    assert not missing, f"checks not in the report: {missing}"
+    not_passed = {c: outcomes[c]["outcome"] + ": " + outcomes[c]["message"]
+                  for c in REQUIRED_CPU_PASSES if outcomes[c]["outcome"] != "passed"}
+    assert not not_passed, not_passed
+    # GPU checks skip with their reason on this GPU-less machine, because pip promises no GPU.
+    gpu_checks = [c for c in rep["checks"] if "[cuda" in c["check"] or c["check"].endswith("_nccl")]
+    assert gpu_checks and all(c["outcome"] == "skipped" for c in gpu_checks)
+    assert all("no GPU" in c["message"] for c in gpu_checks), [c["message"] for c in gpu_checks]
+    # The report carries the facts a cluster admin asks for.
+    facts = rep["facts"]
+    assert facts["torch"]["version"].startswith("2.14.1") and facts["torch"]["cuda"] == "13.0"
+    assert facts["cpu"]["affinity"] >= 1 and facts["shm"]["size_mb"] > 0
+    assert facts["platform"]["uid"] == (int(user) if user else os.geteuid())
+    assert len(rep["packages_fingerprint"]) == 64
+    assert {p["name"].lower() for p in rep["packages"]} >= {"torch", "torchvision", "numpy", "pytest"}
+    assert rep["spec"]["origin"] == "checkout" and rep["spec"]["variant"] == "pip"
+    assert rep["support_matrix"]["cuda"] == "13.0"
+    assert "PASSED:" in run.stdout.splitlines()[-2]
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    assert int(junit.get("tests", "0")) == len(rep["checks"]) and junit.get("failures") == "0"
