@@ -27,8 +27,9 @@ def run_check(python: str, cache: str) -> dict[str, Any]:
         out = Path(tmp) / "r.json"
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TORCHENV_CACHE_DIR": cache}
         t0 = time.perf_counter()
-        proc = subprocess.run([python, "-m", "torchenv", "check", "--quiet", "--json", str(out)],
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [python, "-m", "torchenv", "check", "--quiet", "--json", str(out)], env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
         if not out.exists():
             sys.exit(f"torchenv check produced no report:\n{proc.stdout}\n{proc.stderr}")
@@ -58,13 +59,15 @@ def main() -> int:
     for name, rep in runs:
         s = rep["summary"]
         cells = " ".join(f"{s['group_seconds'].get(g, 0.0):>10.2f}s" for g in groups)
-        print(f"{name:<7} {rep['wall']:>6.1f}s {s['startup_seconds']:>7.2f}s {cells}  "
-              f"{s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped")
+        print(
+            f"{name:<7} {rep['wall']:>6.1f}s {s['startup_seconds']:>7.2f}s {cells}  "
+            f"{s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped"
+        )
     cold = runs[0][1]
     warm = min((r for n, r in runs[1:]), key=lambda r: r["wall"], default=cold)
     print("\nratio to goal (<= 1.00 meets it):")
-    print(f"  cold whole suite {cold['wall']:.1f} s / {GOALS['cold_total']:.0f} s = {cold['wall'] / GOALS['cold_total']:.2f}")
-    print(f"  warm whole suite {warm['wall']:.1f} s / {GOALS['warm_total']:.0f} s = {warm['wall'] / GOALS['warm_total']:.2f}")
+    for label, rep, goal in (("cold", cold, GOALS["cold_total"]), ("warm", warm, GOALS["warm_total"])):
+        print(f"  {label} whole suite {rep['wall']:.1f} s / {goal:.0f} s = {rep['wall'] / goal:.2f}")
     cnn = warm["summary"]["group_seconds"].get("cnn", 0.0)
     print(f"  cnn group (warm) {cnn:.1f} s / {GOALS['cnn']:.0f} s = {cnn / GOALS['cnn']:.2f}")
     return 0 if all(r["exit"] == 0 for _n, r in runs) else 1

@@ -143,8 +143,11 @@ REGISTRY: tuple[Breakage, ...] = (
     Breakage(
         id="shm-too-small",
         symptom="DataLoader worker (pid N) is killed by signal: Bus error",
-        patterns=(r"killed by signal: Bus error", r"unable to (write|allocate) .*shared memory",
-                  r"No space left on device.*shm"),
+        patterns=(
+            r"killed by signal: Bus error",
+            r"unable to (write|allocate) .*shared memory",
+            r"No space left on device.*shm",
+        ),
         cause=lambda ctx: (
             f"/dev/shm is {ctx.get('shm_mb', '?')} MB (Docker's default is 64 MB); DataLoader "
             "workers pass batches through shared memory"
@@ -157,8 +160,7 @@ REGISTRY: tuple[Breakage, ...] = (
     Breakage(
         id="nccl-transport",
         symptom="NCCL error: unhandled system error / falls back to sockets",
-        patterns=(r"NCCL.*(unhandled system error|shm|Error while creating shared memory)",
-                  r"ncclSystemError"),
+        patterns=(r"NCCL.*(unhandled system error|shm|Error while creating shared memory)", r"ncclSystemError"),
         cause=_const("NCCL could not use shared memory or InfiniBand between ranks"),
         fix=_const(
             "give the container --ipc=host (or a large --shm-size); on InfiniBand clusters make "
@@ -195,9 +197,14 @@ REGISTRY: tuple[Breakage, ...] = (
     Breakage(
         id="compile-toolchain",
         symptom="torch.compile fails: InvalidCxxCompiler / no working C compiler / triton missing",
-        patterns=(r"InvalidCxxCompiler", r"No working C compiler", r"Failed to find C compiler",
-                  r"Cannot find a working triton installation", r"gcc.*not found",
-                  r"Python.h: No such file"),
+        patterns=(
+            r"InvalidCxxCompiler",
+            r"No working C compiler",
+            r"Failed to find C compiler",
+            r"Cannot find a working triton installation",
+            r"gcc.*not found",
+            r"Python.h: No such file",
+        ),
         cause=_const(
             "torch.compile (inductor) needs a C/C++ compiler and the Python headers on CPU, and "
             "Triton on GPU; slim images often lack them"
@@ -223,8 +230,11 @@ REGISTRY: tuple[Breakage, ...] = (
     Breakage(
         id="no-usable-gpu",
         symptom="torch.cuda.is_available() is False",
-        patterns=(r"Found no NVIDIA driver", r"CUDA driver initialization failed",
-                  r"no CUDA-capable device is detected"),
+        patterns=(
+            r"Found no NVIDIA driver",
+            r"CUDA driver initialization failed",
+            r"no CUDA-capable device is detected",
+        ),
         cause=lambda ctx: f"no usable GPU is visible: {ctx.get('cuda_error') or 'no device found'}",
         fix=_const(
             "run on a GPU node (Slurm: --gres=gpu:1 / --gpus=1), pass the GPUs into the container "
@@ -255,9 +265,7 @@ REGISTRY: tuple[Breakage, ...] = (
         symptom="import torch fails or loads the wrong libraries once LD_LIBRARY_PATH is set",
         patterns=(r"cannot open shared object file",),
         cause=_const("torch's shared libraries do not resolve through RPATH alone"),
-        fix=_const(
-            "reinstall torch from wheels (which carry RPATH); do not rely on LD_LIBRARY_PATH"
-        ),
+        fix=_const("reinstall torch from wheels (which carry RPATH); do not rely on LD_LIBRARY_PATH"),
     ),
     Breakage(
         id="hang",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchenv import __version__
-from torchenv.errors import EXIT_USAGE, TorchenvError
+from torchenv.errors import TorchenvError
 from torchenv.spec import Promises, StackSpec, VariantSpec
 
 
@@ -36,29 +36,52 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="run the smoke suite in this interpreter and report")
     _spec_args(check)
     cuda = check.add_mutually_exclusive_group()
-    cuda.add_argument("--expect-cuda", dest="expect_cuda", action="store_true", default=None,
-                      help="require a usable GPU (overrides the variant's promises.gpu)")
-    cuda.add_argument("--no-expect-cuda", dest="expect_cuda", action="store_false",
-                      help="do not require a GPU: GPU checks skip where none is usable")
+    cuda.add_argument(
+        "--expect-cuda",
+        dest="expect_cuda",
+        action="store_true",
+        default=None,
+        help="require a usable GPU (overrides the variant's promises.gpu)",
+    )
+    cuda.add_argument(
+        "--no-expect-cuda",
+        dest="expect_cuda",
+        action="store_false",
+        help="do not require a GPU: GPU checks skip where none is usable",
+    )
     check.add_argument("--json", metavar="PATH", help="write the JSON report here (the log beside it)")
     check.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here")
-    check.add_argument("--only", metavar="GROUP", action="append", default=[],
-                       help="run only this group (repeatable): facts, tensor, torchvision, "
-                       "transfer, cnn, distributed, compile")
-    check.add_argument("--timeout", metavar="SECONDS", type=float,
-                       help="cap every check's timeout (default: per group, 60-300 s)")
+    check.add_argument(
+        "--only",
+        metavar="GROUP",
+        action="append",
+        default=[],
+        help="run only this group (repeatable): facts, tensor, torchvision, transfer, cnn, distributed, compile",
+    )
+    check.add_argument(
+        "--timeout", metavar="SECONDS", type=float, help="cap every check's timeout (default: per group, 60-300 s)"
+    )
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
 
     build = sub.add_parser("build", help="build a variant's environment and check it")
     build.add_argument("variant_name", metavar="VARIANT", help="pip (conda, ngc, source: see README)")
     build.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
-    build.add_argument("--venv", metavar="DIR", default=".venv-torchenv",
-                       help="where to create the environment (default: .venv-torchenv)")
+    build.add_argument(
+        "--venv",
+        metavar="DIR",
+        default=".venv-torchenv",
+        help="where to create the environment (default: .venv-torchenv)",
+    )
     build.add_argument("--reports", metavar="DIR", default="reports", help="report folder")
-    build.add_argument("--python", metavar="EXE", default=None,
-                       help="interpreter that creates the venv (default: python<spec version>)")
-    build.add_argument("--reuse", action="store_true",
-                       help="reuse an existing environment without reinstalling (like nox -R)")
+    build.add_argument(
+        "--python",
+        metavar="EXE",
+        default=None,
+        help="interpreter that creates the venv (default: python<spec version>)",
+    )
+    build.add_argument(
+        "--reuse", action="store_true", help="reuse an existing environment without reinstalling (like nox -R)"
+    )
 
     spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
     _spec_args(spec)
@@ -67,10 +90,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", default=None,
-                   help="variant name (default: $TORCHENV_VARIANT, else pip)")
-    p.add_argument("--spec", metavar="PATH", default=None,
-                   help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)")
+    p.add_argument("--variant", default=None, help="variant name (default: $TORCHENV_VARIANT, else pip)")
+    p.add_argument(
+        "--spec",
+        metavar="PATH",
+        default=None,
+        help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)",
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[StackSpec, VariantSpec]:
@@ -92,8 +118,9 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         variant = dataclasses.replace(variant, promises=Promises(gpu=args.expect_cuda))
     bad = [g for g in args.only if g not in runner.GROUPS]
     if bad:
-        raise TorchenvError(f"torchenv check --only: unknown group {bad[0]!r}.",
-                            fix=f"use one of {', '.join(runner.GROUPS)}")
+        raise TorchenvError(
+            f"torchenv check --only: unknown group {bad[0]!r}.", fix=f"use one of {', '.join(runner.GROUPS)}"
+        )
     for out in (args.json, args.junit):
         if out:
             _writable(out)
@@ -132,8 +159,10 @@ def _writable(path: str) -> None:
         with tempfile.NamedTemporaryFile(dir=parent):
             pass
     except OSError as exc:
-        raise TorchenvError(f"cannot write the report to {path} ({exc.strerror}).",
-                            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)") from None
+        raise TorchenvError(
+            f"cannot write the report to {path} ({exc.strerror}).",
+            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)",
+        ) from None
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -151,8 +180,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         )
     project = Path(__file__).resolve().parents[2]
     if not (project / "pyproject.toml").is_file():
-        raise TorchenvError("torchenv build needs a torchenv source checkout (it installs itself "
-                            "into the new environment).", fix="run it from a clone of torchenv")
+        raise TorchenvError(
+            "torchenv build needs a torchenv source checkout (it installs itself into the new environment).",
+            fix="run it from a clone of torchenv",
+        )
     target = variants.Target(
         env_dir=Path(args.venv).resolve(),
         project_dir=project,
@@ -198,8 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"; the traceback is in {dump}"
         except OSError:
             where = ""
-        print(f"torchenv: internal error: {type(exc).__name__}: {exc}{where}. Please report it.",
-              file=sys.stderr)
+        print(f"torchenv: internal error: {type(exc).__name__}: {exc}{where}. Please report it.", file=sys.stderr)
         return 3
 
 

@@ -20,11 +20,29 @@ from pathlib import Path
 from typing import Any
 
 ENV_VARS = (
-    "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME", "CUDA_VISIBLE_DEVICES",
-    "CUDA_HOME", "CONDA_PREFIX", "VIRTUAL_ENV", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "TORCH_CUDA_ARCH_LIST", "NCCL_DEBUG", "NCCL_SOCKET_IFNAME",
-    "NCCL_IB_DISABLE", "NCCL_P2P_DISABLE", "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_NTASKS",
-    "SLURM_JOB_NODELIST", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER", "TORCHENV_SPEC",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONNOUSERSITE",
+    "PYTHONHOME",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_HOME",
+    "CONDA_PREFIX",
+    "VIRTUAL_ENV",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+    "TORCH_CUDA_ARCH_LIST",
+    "NCCL_DEBUG",
+    "NCCL_SOCKET_IFNAME",
+    "NCCL_IB_DISABLE",
+    "NCCL_P2P_DISABLE",
+    "SLURM_JOB_ID",
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_NTASKS",
+    "SLURM_JOB_NODELIST",
+    "APPTAINER_CONTAINER",
+    "SINGULARITY_CONTAINER",
+    "TORCHENV_SPEC",
 )
 
 
@@ -97,8 +115,10 @@ def _cpu_model() -> str | None:
 
 def shm_facts() -> dict[str, Any]:
     st = os.statvfs("/dev/shm")
-    return {"size_mb": st.f_blocks * st.f_frsize // (1024 * 1024),
-            "free_mb": st.f_bavail * st.f_frsize // (1024 * 1024)}
+    return {
+        "size_mb": st.f_blocks * st.f_frsize // (1024 * 1024),
+        "free_mb": st.f_bavail * st.f_frsize // (1024 * 1024),
+    }
 
 
 def nvml_driver() -> str | None:
@@ -193,14 +213,16 @@ def cuda_runtime_facts(torch: Any) -> dict[str, Any]:
     info["device_count"] = torch.cuda.device_count()
     for index in range(info["device_count"]):
         props = torch.cuda.get_device_properties(index)
-        info["devices"].append({
-            "index": index,
-            "name": props.name,
-            "capability": f"{props.major}.{props.minor}",
-            "arch": f"sm_{props.major}{props.minor}",
-            "total_memory_mb": props.total_memory // (1024 * 1024),
-            "multi_processor_count": props.multi_processor_count,
-        })
+        info["devices"].append(
+            {
+                "index": index,
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "arch": f"sm_{props.major}{props.minor}",
+                "total_memory_mb": props.total_memory // (1024 * 1024),
+                "multi_processor_count": props.multi_processor_count,
+            }
+        )
     info["driver"] = nvml_driver()
     return info
 
@@ -212,8 +234,11 @@ def module_facts(name: str) -> dict[str, Any]:
         return {"installed": False}
     except Exception as exc:
         return {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
-    out: dict[str, Any] = {"installed": True, "version": getattr(module, "__version__", None),
-                           "file": getattr(module, "__file__", None)}
+    out: dict[str, Any] = {
+        "installed": True,
+        "version": getattr(module, "__version__", None),
+        "file": getattr(module, "__file__", None),
+    }
     if name == "torchvision":
         out["cuda"] = getattr(getattr(module, "version", None), "cuda", None)
     return out

@@ -73,13 +73,16 @@ def _header(report: dict[str, Any]) -> list[str]:
     torch_f = facts.get("torch", {}) if isinstance(facts.get("torch"), dict) else {}
     vision = facts.get("torchvision", {}) if isinstance(facts.get("torchvision"), dict) else {}
     runtime = torch_f.get("cuda_runtime", {}) if isinstance(torch_f.get("cuda_runtime"), dict) else {}
-    lines = [f"torchenv check: variant '{spec['variant']}' of {spec['path']} ({spec['origin']}), "
-             f"spec hash {spec['hash']}"]
+    lines = [
+        f"torchenv check: variant '{spec['variant']}' of {spec['path']} ({spec['origin']}), spec hash {spec['hash']}"
+    ]
     if torch_f.get("version"):
         cuda = torch_f.get("cuda") or "none (CPU build)"
         vis = vision.get("version") or ("broken" if vision.get("error") else "not installed")
-        lines.append(f"torch {torch_f['version']} (CUDA {cuda}) | torchvision {vis} | "
-                     f"Python {facts.get('python', {}).get('version', '?')}")
+        lines.append(
+            f"torch {torch_f['version']} (CUDA {cuda}) | torchvision {vis} | "
+            f"Python {facts.get('python', {}).get('version', '?')}"
+        )
         devices = runtime.get("devices") or []
         if devices:
             names = ", ".join(f"{d['name']} ({d['arch']})" for d in devices)
@@ -122,8 +125,9 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
         lines.append(f"  full log: {report['log']}")
     lines.append("")
     verdict = "PASSED" if s["outcome"] == "passed" else f"FAILED ({s['reason']})"
-    lines.append(f"{verdict}: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped "
-                 f"in {s['seconds']:.1f}s")
+    lines.append(
+        f"{verdict}: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped in {s['seconds']:.1f}s"
+    )
     return "\n".join(lines)
 
 
@@ -137,23 +141,35 @@ def write_json(report: dict[str, Any], path: str) -> None:
 
 def write_junit(report: dict[str, Any], path: str) -> None:
     s = report["summary"]
-    suite = ET.Element("testsuite", {
-        "name": f"torchenv.{report['spec']['variant']}",
-        "tests": str(len(report["checks"])),
-        "failures": str(s["failed"]),
-        "skipped": str(s["skipped"]),
-        "errors": "0",
-        "time": f"{s['seconds']:.3f}",
-        "timestamp": report["created"],
-    })
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"torchenv.{report['spec']['variant']}",
+            "tests": str(len(report["checks"])),
+            "failures": str(s["failed"]),
+            "skipped": str(s["skipped"]),
+            "errors": "0",
+            "time": f"{s['seconds']:.3f}",
+            "timestamp": report["created"],
+        },
+    )
     props = ET.SubElement(suite, "properties")
-    for key, value in (("spec_hash", report["spec"]["hash"]), ("spec_path", report["spec"]["path"]),
-                       ("packages_fingerprint", report.get("packages_fingerprint") or "")):
+    for key, value in (
+        ("spec_hash", report["spec"]["hash"]),
+        ("spec_path", report["spec"]["path"]),
+        ("packages_fingerprint", report.get("packages_fingerprint") or ""),
+    ):
         ET.SubElement(props, "property", {"name": key, "value": str(value)})
     for c in report["checks"]:
-        case = ET.SubElement(suite, "testcase", {
-            "classname": f"torchenv.{c['group']}", "name": c["check"], "time": f"{c['seconds']:.3f}",
-        })
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": f"torchenv.{c['group']}",
+                "name": c["check"],
+                "time": f"{c['seconds']:.3f}",
+            },
+        )
         if c["outcome"] == "failed":
             failure = ET.SubElement(case, "failure", {"message": c["message"]})
             diag = c.get("diagnosis")

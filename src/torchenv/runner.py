@@ -9,6 +9,7 @@ hung rendezvous or DataLoader costs one check, not the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -74,25 +75,28 @@ def cache_root() -> Path:
     return root
 
 
-def child_env(run_dir: Path, cache: Path, variant_json: Path, timeout: float | None,
-              extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(
+    run_dir: Path, cache: Path, variant_json: Path, timeout: float | None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     scratch = run_dir / "tmp"
     scratch.mkdir(exist_ok=True)
-    env.update({
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "TORCHENV_EVENTS": str(run_dir / "events.jsonl"),
-        "TORCHENV_STACKS": str(run_dir / "stacks.txt"),
-        "TORCHENV_VARIANT_JSON": str(variant_json),
-        "TMPDIR": str(scratch),
-        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
-        "TRITON_CACHE_DIR": str(cache / "triton"),
-        "CUDA_CACHE_PATH": str(cache / "nv"),
-        "XDG_CACHE_HOME": str(cache / "xdg"),
-        "TORCH_HOME": str(cache / "torch"),
-        "MPLCONFIGDIR": str(scratch / "matplotlib"),
-    })
+    env.update(
+        {
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "TORCHENV_EVENTS": str(run_dir / "events.jsonl"),
+            "TORCHENV_STACKS": str(run_dir / "stacks.txt"),
+            "TORCHENV_VARIANT_JSON": str(variant_json),
+            "TMPDIR": str(scratch),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+            "TRITON_CACHE_DIR": str(cache / "triton"),
+            "CUDA_CACHE_PATH": str(cache / "nv"),
+            "XDG_CACHE_HOME": str(cache / "xdg"),
+            "TORCH_HOME": str(cache / "torch"),
+            "MPLCONFIGDIR": str(scratch / "matplotlib"),
+        }
+    )
     if timeout is not None:
         env["TORCHENV_TIMEOUT"] = str(timeout)
     env.update(extra or {})
@@ -102,10 +106,22 @@ def child_env(run_dir: Path, cache: Path, variant_json: Path, timeout: float | N
 def pytest_command(python: str, run_dir: Path, groups: Sequence[str], deselect: Sequence[str]) -> list[str]:
     targets = [str(SMOKE_DIR / f"test_{g}.py") for g in groups] if groups else [str(SMOKE_DIR)]
     cmd = [
-        python, "-m", "pytest",
-        "-c", str(run_dir / "pytest.ini"), "--rootdir", str(SMOKE_DIR),
-        "--noconftest", "-p", "no:cacheprovider", "-p", "torchenv.smoke.plugin",
-        "-q", "--color=no", "-o", "console_output_style=classic",
+        python,
+        "-m",
+        "pytest",
+        "-c",
+        str(run_dir / "pytest.ini"),
+        "--rootdir",
+        str(SMOKE_DIR),
+        "--noconftest",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "torchenv.smoke.plugin",
+        "-q",
+        "--color=no",
+        "-o",
+        "console_output_style=classic",
         *targets,
     ]
     for nodeid in deselect:
@@ -149,10 +165,8 @@ def _stack_excerpt(stacks: Path, check: str) -> str:
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
@@ -194,8 +208,7 @@ def run_suite(
             log.write(f"\n$ {' '.join(cmd)}\n".encode())
             log.flush()
             launched = time.perf_counter()
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             current: tuple[str, float] | None = None
             progressed = False
             killed_for: str | None = None
@@ -216,15 +229,17 @@ def run_suite(
                         elif kind == "result":
                             progressed = True
                             current = None
-                            record(CheckResult(
-                                check=ev.get("check") or ev["nodeid"],
-                                group=ev.get("group") or "",
-                                outcome=ev["outcome"],
-                                seconds=round(float(ev.get("duration", 0.0)), 3),
-                                message=ev.get("message", ""),
-                                diagnosis=ev.get("diagnosis"),
-                                nodeid=ev["nodeid"],
-                            ))
+                            record(
+                                CheckResult(
+                                    check=ev.get("check") or ev["nodeid"],
+                                    group=ev.get("group") or "",
+                                    outcome=ev["outcome"],
+                                    seconds=round(float(ev.get("duration", 0.0)), 3),
+                                    message=ev.get("message", ""),
+                                    diagnosis=ev.get("diagnosis"),
+                                    nodeid=ev["nodeid"],
+                                )
+                            )
                             if ev.get("detail"):
                                 log.write(f"\n--- {ev.get('check')}: detail ---\n{ev['detail']}\n".encode())
                     if exited:
@@ -248,44 +263,72 @@ def run_suite(
                     where = _stack_excerpt(run_dir / "stacks.txt", item["check"])
                     detail = f"{item['check']} did not finish within {item['timeout']:.0f} s"
                     detail += f"; it was stuck in {where}" if where else ""
-                    diag = breakages.diagnosis("hang", {
-                        "detail": detail,
-                        "fix_hint": f"see the stack dump in {run_dir / 'stacks.txt'} and the log "
-                        f"{log_path}; the rest of the suite ran on",
-                    })
+                    diag = breakages.diagnosis(
+                        "hang",
+                        {
+                            "detail": detail,
+                            "fix_hint": f"see the stack dump in {run_dir / 'stacks.txt'} and the log "
+                            f"{log_path}; the rest of the suite ran on",
+                        },
+                    )
                     message = f"timed out after {item['timeout']:.0f} s" + (f" (in {where})" if where else "")
                 else:
                     code = proc.returncode
                     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
                     tail = log_path.read_text(errors="replace")[-4000:]
-                    diag = breakages.match(tail) or breakages.diagnosis("wrong-result", {
-                        "detail": f"the check crashed the test process ({how})",
-                        "fix_hint": f"see {log_path}",
-                    })
+                    diag = breakages.match(tail) or breakages.diagnosis(
+                        "wrong-result",
+                        {
+                            "detail": f"the check crashed the test process ({how})",
+                            "fix_hint": f"see {log_path}",
+                        },
+                    )
                     message = f"crashed the test process ({how})"
-                record(CheckResult(item["check"], item["group"], "failed",
-                                   round(time.monotonic() - since, 3), message,
-                                   diag.to_dict(), nodeid))
+                record(
+                    CheckResult(
+                        item["check"],
+                        item["group"],
+                        "failed",
+                        round(time.monotonic() - since, 3),
+                        message,
+                        diag.to_dict(),
+                        nodeid,
+                    )
+                )
             remaining = [n for n in collected if n not in done]
             if not collected and not done:
                 tail = log_path.read_text(errors="replace")[-6000:]
-                diag = breakages.match(tail)
+                start_diag = breakages.match(tail)
                 lines = [ln for ln in tail.splitlines() if ln.strip()]
                 errors = [ln for ln in lines if re.search(r"(Error|Exception)\b", ln)]
-                record(CheckResult(
-                    "suite.start", "suite", "failed", 0.0,
-                    "the smoke suite could not start: " + ((errors or lines or ["no output"])[-1].strip())[:400],
-                    diag.to_dict() if diag else None, "suite.start",
-                ))
+                record(
+                    CheckResult(
+                        "suite.start",
+                        "suite",
+                        "failed",
+                        0.0,
+                        "the smoke suite could not start: " + ((errors or lines or ["no output"])[-1].strip())[:400],
+                        start_diag.to_dict() if start_diag else None,
+                        "suite.start",
+                    )
+                )
                 break
             if not remaining or not progressed:
                 break
             env["TORCHENV_FACTS"] = "0"  # gathered once is enough
     for nodeid, item in collected.items():
         if nodeid not in done:
-            record(CheckResult(item["check"], item["group"], "failed", 0.0,
-                               "did not run: the test process ended before reaching it",
-                               None, nodeid))
+            record(
+                CheckResult(
+                    item["check"],
+                    item["group"],
+                    "failed",
+                    0.0,
+                    "did not run: the test process ended before reaching it",
+                    None,
+                    nodeid,
+                )
+            )
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
     group_seconds: dict[str, float] = {}

@@ -151,8 +151,7 @@ class StackSpec:
                 self.path,
                 f"variants.{name}",
                 f"unknown variant '{name}'{hint}; this spec defines: {', '.join(known)}",
-                f"pass --variant with one of {', '.join(known)}, or add a [variants.{name}] "
-                "table to the spec",
+                f"pass --variant with one of {', '.join(known)}, or add a [variants.{name}] table to the spec",
             )
         return self.variants[name]
 
@@ -330,7 +329,7 @@ def _check_packages(loader: _Loader, key: str, value: Any, spec: _Field) -> tupl
             raise loader.fail(
                 key,
                 f"{name!r} is not a package name (versions belong in the lock file)",
-                "list bare names such as \"numpy\"; `nox -s lock` pins their versions",
+                'list bare names such as "numpy"; `nox -s lock` pins their versions',
             )
     return names
 
@@ -433,8 +432,11 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
         )
     if cuda is not None:
         if not archs:
-            raise loader.fail(f"{where}.build.arch_list", "missing for a CUDA build",
-                              'list the architectures the build carries, e.g. ["sm_80", "sm_90"]')
+            raise loader.fail(
+                f"{where}.build.arch_list",
+                "missing for a CUDA build",
+                'list the architectures the build carries, e.g. ["sm_80", "sm_90"]',
+            )
         floor = _MIN_SM_FOR_CUDA_MAJOR.get(int(cuda.split(".")[0]))
         if floor is not None:
             too_old = [a for a in archs if _arch_number(a) < floor]
@@ -448,8 +450,11 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
         try:
             derived = arch_list_from_torch_cuda_arch_list(options["torch_cuda_arch_list"])
         except ValueError as exc:
-            raise loader.fail(f"{where}.torch_cuda_arch_list", f"malformed entry {exc.args[0]!r}",
-                              'use entries such as "8.0", "9.0a" or "12.0+PTX" separated by ";"') from None
+            raise loader.fail(
+                f"{where}.torch_cuda_arch_list",
+                f"malformed entry {exc.args[0]!r}",
+                'use entries such as "8.0", "9.0a" or "12.0+PTX" separated by ";"',
+            ) from None
         if sorted(derived) != sorted(archs):
             raise loader.fail(
                 f"{where}.build.arch_list",
@@ -464,8 +469,7 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
             fits = compat.torchvision_for(common["torch"])
             raise loader.fail(
                 f"{where}.torchvision",
-                f"torch {common['torch']} and torchvision {torchvision} are known to be "
-                f"incompatible: {note}",
+                f"torch {common['torch']} and torchvision {torchvision} are known to be incompatible: {note}",
                 f'set torchvision = "{fits}.x" (the series built for this torch)',
             )
         if note:
@@ -503,8 +507,11 @@ def parse(text: str, path: str = "<string>", origin: str = "--spec") -> StackSpe
     loader.check_keys(data, _TOP, "")
     schema = data.get("schema")
     if schema != SCHEMA_VERSION:
-        raise loader.fail("schema", f"expected schema = {SCHEMA_VERSION}, got {schema!r}",
-                          f"add `schema = {SCHEMA_VERSION}` at the top of the file")
+        raise loader.fail(
+            "schema",
+            f"expected schema = {SCHEMA_VERSION}, got {schema!r}",
+            f"add `schema = {SCHEMA_VERSION}` at the top of the file",
+        )
     stack = loader.table(data, "stack", "")
     loader.check_keys(stack, {"name": None, "description": None}, "stack")
     name = _want_str(loader, "stack.name", stack.get("name"), _Field("str", help='a name such as "hpc-pytorch"'))
@@ -517,8 +524,11 @@ def parse(text: str, path: str = "<string>", origin: str = "--spec") -> StackSpe
         if vname not in VARIANT_NAMES:
             close = difflib.get_close_matches(vname, VARIANT_NAMES, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise loader.fail(f"variants.{vname}", f"unknown variant '{vname}'{hint}",
-                              f"name the table one of: {', '.join(VARIANT_NAMES)}")
+            raise loader.fail(
+                f"variants.{vname}",
+                f"unknown variant '{vname}'{hint}",
+                f"name the table one of: {', '.join(VARIANT_NAMES)}",
+            )
         if not isinstance(vtable, dict):
             raise loader.fail(f"variants.{vname}", "expected a table", f"write [variants.{vname}]")
         variants[vname] = _check_variant(loader, vname, vtable)
@@ -550,8 +560,12 @@ def resolve_path(cli_path: str | None) -> tuple[str, str]:
         return env_path, f"${SPEC_ENV_VAR}"
     installed = installed_spec_path()
     if installed is None:
-        raise SpecError("stack.toml", "", "no spec given and none is installed with torchenv",
-                        f"pass --spec PATH or set {SPEC_ENV_VAR}")
+        raise SpecError(
+            "stack.toml",
+            "",
+            "no spec given and none is installed with torchenv",
+            f"pass --spec PATH or set {SPEC_ENV_VAR}",
+        )
     origin = "installed" if installed.parent.name == "data" else "checkout"
     return str(installed), origin
 

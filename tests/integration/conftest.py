@@ -39,21 +39,39 @@ class CheckRun:
 def torch_python() -> str:
     path = os.environ.get("TORCHENV_TEST_PYTHON")
     if not path or not Path(path).exists():
-        pytest.skip("no Python environment with torch: run `nox -s tests` (it builds the pip variant "
-                    "first) or set TORCHENV_TEST_PYTHON to a python that has torch")
+        pytest.skip(
+            "no Python environment with torch: run `nox -s tests` (it builds the pip variant "
+            "first) or set TORCHENV_TEST_PYTHON to a python that has torch"
+        )
     return path
 
 
-def run_check(python: str, *args: str, tmp: Path, extra_pythonpath: str | None = None,
-              env: dict[str, str] | None = None, user: str | None = None, timeout: float = 900) -> CheckRun:
+def run_check(
+    python: str,
+    *args: str,
+    tmp: Path,
+    extra_pythonpath: str | None = None,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    timeout: float = 900,
+) -> CheckRun:
     report = tmp / "report.json"
     pythonpath = f"{extra_pythonpath}:{SRC}" if extra_pythonpath else str(SRC)
     full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     full_env.pop("TORCHENV_SPEC", None)
     cmd = [python, "-m", "torchenv", "check", "--json", str(report), *args]
     if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--",
-               "env", "HOME=/nonexistent", "TMPDIR=/tmp", *cmd]
+        cmd = [
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={user}",
+            "--clear-groups",
+            "--",
+            "env",
+            "HOME=/nonexistent",
+            "TMPDIR=/tmp",
+            *cmd,
+        ]
     proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=tmp)
     data = json.loads(report.read_text()) if report.exists() else {}
     return CheckRun(proc.returncode, proc.stdout, proc.stderr, data)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_shuffled_labels_do_not_reach_the_floor(torch_python: str, tmp_path: Path) -> None:
-    fault = write_sitecustomize(tmp_path / "fault", '''
+    fault = write_sitecustomize(
+        tmp_path / "fault",
+        """
 import torchenv.smoke._data as data
 _real = data.load_digits
 def load_digits():
@@ -25,7 +27,8 @@ def load_digits():
     images, labels = _real()
     return images, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
 data.load_digits = load_digits
-''')
+""",
+    )
     run = run_check(torch_python, "--only", "cnn", tmp=tmp_path, extra_pythonpath=fault)
     assert run.code == 1
     train = run.check("cnn.train[cpu]")
@@ -38,7 +41,9 @@ data.load_digits = load_digits
 
 
 def test_corrupted_all_reduce_is_caught(torch_python: str, tmp_path: Path) -> None:
-    fault = write_sitecustomize(tmp_path / "fault", '''
+    fault = write_sitecustomize(
+        tmp_path / "fault",
+        """
 import torch.distributed as dist
 _real = dist.all_reduce
 def all_reduce(tensor, *args, **kwargs):
@@ -47,7 +52,8 @@ def all_reduce(tensor, *args, **kwargs):
         tensor[7] += 1  # a bit flip on the wire, as seen from rank 1
     return work
 dist.all_reduce = all_reduce
-''')
+""",
+    )
     run = run_check(torch_python, "--only", "distributed", tmp=tmp_path, extra_pythonpath=fault)
     assert run.code == 1
     check = run.check("distributed.allreduce_gloo")
@@ -74,7 +80,9 @@ def test_spec_asking_for_another_torch(torch_python: str, tmp_path: Path) -> Non
 
 
 def test_a_hanging_check_times_out_and_the_rest_runs(torch_python: str, tmp_path: Path) -> None:
-    fault = write_sitecustomize(tmp_path / "fault", '''
+    fault = write_sitecustomize(
+        tmp_path / "fault",
+        """
 import sys
 if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
     import threading
@@ -82,9 +90,19 @@ if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
     def init_process_group(*args, **kwargs):
         threading.Event().wait()  # a rendezvous that never completes
     dist.init_process_group = init_process_group
-''')
-    run = run_check(torch_python, "--only", "distributed", "--only", "tensor", "--timeout", "6",
-                    tmp=tmp_path, extra_pythonpath=fault)
+""",
+    )
+    run = run_check(
+        torch_python,
+        "--only",
+        "distributed",
+        "--only",
+        "tensor",
+        "--timeout",
+        "6",
+        tmp=tmp_path,
+        extra_pythonpath=fault,
+    )
     assert run.code == 1
     hung = run.check("distributed.allreduce_gloo")
     assert hung["outcome"] == "failed"
@@ -98,7 +116,9 @@ if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
 
 
 def test_missing_optional_package_skips_missing_promised_fails(torch_python: str, tmp_path: Path) -> None:
-    hide_numpy = write_sitecustomize(tmp_path / "fault", '''
+    hide_numpy = write_sitecustomize(
+        tmp_path / "fault",
+        """
 import sys
 class _HideNumpy:
     def find_spec(self, name, path=None, target=None):
@@ -106,7 +126,8 @@ class _HideNumpy:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, _HideNumpy())
-''')
+""",
+    )
     # promised (the pip variant lists numpy): a failure that names the package
     promised = run_check(torch_python, "--only", "tensor", tmp=tmp_path, extra_pythonpath=hide_numpy)
     bridge = promised.check("tensor.numpy_bridge_shares_memory")
@@ -115,11 +136,15 @@ sys.meta_path.insert(0, _HideNumpy())
     assert promised.code == 1
     # optional (a spec that does not list numpy): a skip with its reason, and the run passes
     spec = tmp_path / "stack.toml"
-    spec.write_text(STACK.read_text().replace('packages = ["numpy", "pytest", "packaging"]\nlock',
-                                              'packages = ["pytest", "packaging"]\nlock', 1))
+    spec.write_text(
+        STACK.read_text().replace(
+            'packages = ["numpy", "pytest", "packaging"]\nlock', 'packages = ["pytest", "packaging"]\nlock', 1
+        )
+    )
     (tmp_path / "pip.lock").write_text((STACK.parent / "pip.lock").read_text())
-    optional = run_check(torch_python, "--only", "tensor", "--spec", str(spec), tmp=tmp_path,
-                         extra_pythonpath=hide_numpy)
+    optional = run_check(
+        torch_python, "--only", "tensor", "--spec", str(spec), tmp=tmp_path, extra_pythonpath=hide_numpy
+    )
     bridge = optional.check("tensor.numpy_bridge_shares_memory")
     assert bridge["outcome"] == "skipped" and "optional" in bridge["message"]
     assert optional.code == 0, optional.stdout[-2000:]
@@ -156,8 +181,17 @@ def test_mismatched_torch_and_torchvision_is_diagnosed(tmp_path: Path) -> None:
             subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             pytest.skip(f"cannot build the mismatched venv here (torch 2.13.0 + torchvision 0.29.1): {exc}")
-    run = run_check(str(python), "--only", "facts", "--only", "torchvision", "--only", "tensor",
-                    tmp=tmp_path, env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    run = run_check(
+        str(python),
+        "--only",
+        "facts",
+        "--only",
+        "torchvision",
+        "--only",
+        "tensor",
+        tmp=tmp_path,
+        env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
     assert run.code == 1
     nms = run.check("torchvision.nms[cpu]")
     assert nms["outcome"] == "failed"

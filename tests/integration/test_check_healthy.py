@@ -14,18 +14,38 @@ from .conftest import run_check
 
 #: A healthy CPU environment must PASS each of these (not skip them).
 REQUIRED_CPU_PASSES = [
-    "facts.python_version", "facts.torch_version", "facts.cuda_version", "facts.promised_packages",
-    "facts.arch_list", "facts.cudnn", "facts.nccl", "facts.import_without_ld_library_path",
-    "tensor.creation_and_dtypes", "tensor.arithmetic_and_broadcasting",
-    "tensor.numpy_bridge_shares_memory", "tensor.numpy_refuses_tensor_requiring_grad",
-    "tensor.autograd_matches_analytic_gradient", "tensor.svd_reconstruction[float32]",
-    "tensor.svd_reconstruction[float64]", "tensor.openmp_available", "tensor.mkl_available",
-    "tensor.rand_with_integer_dtype_raises", "tensor.add_takes_two_tensors", "tensor.tf32_defaults",
-    "torchvision.nms[cpu]", "torchvision.roi_align[cpu]", "torchvision.cuda_version_matches_torch",
-    "cnn.train[cpu]", "cnn.deterministic_for_a_seed", "cnn.amp_bf16[cpu]", "cnn.dataloader_workers",
+    "facts.python_version",
+    "facts.torch_version",
+    "facts.cuda_version",
+    "facts.promised_packages",
+    "facts.arch_list",
+    "facts.cudnn",
+    "facts.nccl",
+    "facts.import_without_ld_library_path",
+    "tensor.creation_and_dtypes",
+    "tensor.arithmetic_and_broadcasting",
+    "tensor.numpy_bridge_shares_memory",
+    "tensor.numpy_refuses_tensor_requiring_grad",
+    "tensor.autograd_matches_analytic_gradient",
+    "tensor.svd_reconstruction[float32]",
+    "tensor.svd_reconstruction[float64]",
+    "tensor.openmp_available",
+    "tensor.mkl_available",
+    "tensor.rand_with_integer_dtype_raises",
+    "tensor.add_takes_two_tensors",
+    "tensor.tf32_defaults",
+    "torchvision.nms[cpu]",
+    "torchvision.roi_align[cpu]",
+    "torchvision.cuda_version_matches_torch",
+    "cnn.train[cpu]",
+    "cnn.deterministic_for_a_seed",
+    "cnn.amp_bf16[cpu]",
+    "cnn.dataloader_workers",
     "distributed.allreduce_gloo",
-    "compile.sin_cos_matches_eager[cpu-float16]", "compile.sin_cos_matches_eager[cpu-float32]",
-    "compile.sin_cos_matches_eager[cpu-float64]", "compile.cnn_training_step[cpu]",
+    "compile.sin_cos_matches_eager[cpu-float16]",
+    "compile.sin_cos_matches_eager[cpu-float32]",
+    "compile.sin_cos_matches_eager[cpu-float64]",
+    "compile.cnn_training_step[cpu]",
 ]
 
 
@@ -42,8 +62,20 @@ def test_full_suite_passes_on_cpu(torch_python: str, tmp_path: Path) -> None:
             if parent == Path("/tmp") or parent == Path("/"):
                 break
             parent.chmod(parent.stat().st_mode | 0o005)
-        probe = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--",
-                                torch_python, "-c", "import torch"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={user}",
+                f"--regid={user}",
+                "--clear-groups",
+                "--",
+                torch_python,
+                "-c",
+                "import torch",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert probe.returncode == 0, (
             f"uid {user} cannot run {torch_python}: {probe.stderr.strip()[-300:]}. The suite must be "
             "proven as a non-root user: open the checkout and the interpreter's prefix to other "
@@ -55,8 +87,11 @@ def test_full_suite_passes_on_cpu(torch_python: str, tmp_path: Path) -> None:
     outcomes = {c["check"]: c for c in rep["checks"]}
     missing = [c for c in REQUIRED_CPU_PASSES if c not in outcomes]
     assert not missing, f"checks not in the report: {missing}"
-    not_passed = {c: outcomes[c]["outcome"] + ": " + outcomes[c]["message"]
-                  for c in REQUIRED_CPU_PASSES if outcomes[c]["outcome"] != "passed"}
+    not_passed = {
+        c: outcomes[c]["outcome"] + ": " + outcomes[c]["message"]
+        for c in REQUIRED_CPU_PASSES
+        if outcomes[c]["outcome"] != "passed"
+    }
     assert not not_passed, not_passed
     # GPU checks skip with their reason on this GPU-less machine, because pip promises no GPU.
     gpu_checks = [c for c in rep["checks"] if "[cuda" in c["check"] or c["check"].endswith("_nccl")]

@@ -35,8 +35,12 @@ def test_coverage(archs: list[str], cap: tuple[int, int], expected: tuple[str, s
 
 
 def test_cpu_torch_with_cuda_torchvision_is_named_as_such() -> None:
-    ctx = {"torch_version": "2.13.0+cpu", "torch_cuda": None,
-           "torchvision_version": "0.29.1+cu130", "torchvision_cuda": "13.0"}
+    ctx = {
+        "torch_version": "2.13.0+cpu",
+        "torch_cuda": None,
+        "torchvision_version": "0.29.1+cu130",
+        "torchvision_cuda": "13.0",
+    }
     diag = breakages.match("RuntimeError: operator torchvision::nms does not exist", ctx)
     assert diag is not None and diag.id == "torch-torchvision-mismatch"
     assert "torch 2.13.0+cpu is a CPU build and cannot load torchvision 0.29.1+cu130" in diag.cause
@@ -44,17 +48,27 @@ def test_cpu_torch_with_cuda_torchvision_is_named_as_such() -> None:
 
 
 def test_version_mismatch_names_the_fitting_torchvision() -> None:
-    ctx = {"torch_version": "2.14.1+cu130", "torch_cuda": "13.0",
-           "torchvision_version": "0.28.0+cu130", "torchvision_cuda": "13.0"}
+    ctx = {
+        "torch_version": "2.14.1+cu130",
+        "torch_cuda": "13.0",
+        "torchvision_version": "0.28.0+cu130",
+        "torchvision_cuda": "13.0",
+    }
     diag = breakages.match("Couldn't load custom C++ ops", ctx)
     assert diag is not None
-    assert diag.cause == "torch 2.14.1+cu130 and torchvision 0.28.0+cu130 do not match; torch 2.14.1+cu130 pairs with torchvision 0.29.x"
+    assert diag.cause == (
+        "torch 2.14.1+cu130 and torchvision 0.28.0+cu130 do not match; torch 2.14.1+cu130 pairs with torchvision 0.29.x"
+    )
     assert "pip install 'torchvision==0.29.*'" in diag.fix
 
 
 def test_cuda_mismatch_between_torch_and_torchvision() -> None:
-    ctx = {"torch_version": "2.14.1+cu130", "torch_cuda": "13.0",
-           "torchvision_version": "0.29.1+cu126", "torchvision_cuda": 12060}
+    ctx = {
+        "torch_version": "2.14.1+cu130",
+        "torch_cuda": "13.0",
+        "torchvision_version": "0.29.1+cu126",
+        "torchvision_cuda": 12060,
+    }
     assert "torchvision 0.29.1+cu126 with CUDA 12.6" in breakages.diagnosis("torch-torchvision-mismatch", ctx).cause
 
 

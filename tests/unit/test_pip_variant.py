@@ -20,10 +20,14 @@ SAMPLE_REPORT = {
     "version": "1",
     "environment": {"python_full_version": "3.11.7", "sys_platform": "linux", "platform_machine": "x86_64"},
     "install": [
-        {"metadata": {"name": "torch", "version": "2.14.1"},
-         "download_info": {"url": "file:///x/torch.whl", "archive_info": {"hashes": {"sha256": "a" * 64}}}},
-        {"metadata": {"name": "Jinja2", "version": "3.1.6"},
-         "download_info": {"url": "https://x/jinja2.whl", "archive_info": {"hashes": {"sha256": "b" * 64}}}},
+        {
+            "metadata": {"name": "torch", "version": "2.14.1"},
+            "download_info": {"url": "file:///x/torch.whl", "archive_info": {"hashes": {"sha256": "a" * 64}}},
+        },
+        {
+            "metadata": {"name": "Jinja2", "version": "3.1.6"},
+            "download_info": {"url": "https://x/jinja2.whl", "archive_info": {"hashes": {"sha256": "b" * 64}}},
+        },
     ],
 }
 
@@ -77,20 +81,56 @@ def test_stale_lock_is_a_clear_error(pip_spec: spec.VariantSpec, tmp_path: Path)
 
 
 def test_plan_is_exact(pip_spec: spec.VariantSpec, tmp_path: Path) -> None:
-    target = variants.Target(env_dir=tmp_path / "venv", project_dir=ROOT, spec_path=STACK,
-                             report_dir=tmp_path / "reports", python="python3.11")
+    target = variants.Target(
+        env_dir=tmp_path / "venv",
+        project_dir=ROOT,
+        spec_path=STACK,
+        report_dir=tmp_path / "reports",
+        python="python3.11",
+    )
     steps = variants.get("pip").plan(pip_spec, target)
     py = str(tmp_path / "venv" / "bin" / "python")
     assert [(s.name, s.kind, s.argv) for s in steps] == [
         ("create venv", "create", ("python3.11", "-m", "venv", str(tmp_path / "venv"))),
-        ("install locked packages", "install",
-         (py, "-m", "pip", "install", "--require-hashes", "--only-binary=:all:", "-r", str(ROOT / "env" / "pip.lock"))),
+        (
+            "install locked packages",
+            "install",
+            (
+                py,
+                "-m",
+                "pip",
+                "install",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "-r",
+                str(ROOT / "env" / "pip.lock"),
+            ),
+        ),
         ("install torchenv", "install", (py, "-m", "pip", "install", "--no-deps", str(ROOT))),
-        ("check", "run", (str(tmp_path / "venv" / "bin" / "torchenv"), "check", "--variant", "pip", "--spec",
-                          str(STACK), "--json", str(tmp_path / "reports" / "pip.json"),
-                          "--junit", str(tmp_path / "reports" / "pip.junit.xml"))),
+        (
+            "check",
+            "run",
+            (
+                str(tmp_path / "venv" / "bin" / "torchenv"),
+                "check",
+                "--variant",
+                "pip",
+                "--spec",
+                str(STACK),
+                "--json",
+                str(tmp_path / "reports" / "pip.json"),
+                "--junit",
+                str(tmp_path / "reports" / "pip.junit.xml"),
+            ),
+        ),
     ]
 
 
 def test_requirements_from_spec(pip_spec: spec.VariantSpec) -> None:
-    assert pip_variant.requirements(pip_spec) == ["torch==2.14.1", "torchvision==0.29.1", "numpy", "pytest", "packaging"]
+    assert pip_variant.requirements(pip_spec) == [
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "numpy",
+        "pytest",
+        "packaging",
+    ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,43 +13,58 @@ from ..conftest import STACK
 
 
 def _run(*results: CheckResult) -> SuiteRun:
-    return SuiteRun(results=list(results), facts={"packages": [{"name": "torch", "version": "2.14.1"}],
-                                                  "packages_fingerprint": "f" * 64},
-                    seconds=12.5, log_path="/tmp/x/check.log")
+    return SuiteRun(
+        results=list(results),
+        facts={"packages": [{"name": "torch", "version": "2.14.1"}], "packages_fingerprint": "f" * 64},
+        seconds=12.5,
+        log_path="/tmp/x/check.log",
+    )
 
 
-def _report(*results: CheckResult) -> dict[str, object]:
+def _report(*results: CheckResult) -> dict[str, Any]:
     stack = spec.load(str(STACK))
     return report.build(stack, stack.variant("pip"), _run(*results), ["torchenv", "check"])
 
 
 PASS = CheckResult("tensor.svd", "tensor", "passed", 0.2)
 SKIP = CheckResult("cnn.train[cuda]", "cnn", "skipped", 0.0, "no GPU: none here")
-FAIL = CheckResult("torchvision.nms[cpu]", "torchvision", "failed", 0.1,
-                   "import torchvision failed: operator torchvision::nms does not exist",
-                   {"id": "torch-torchvision-mismatch", "symptom": "s", "cause": "torch and torchvision do not match",
-                    "fix": "pip install 'torchvision==0.28.*'"})
+FAIL = CheckResult(
+    "torchvision.nms[cpu]",
+    "torchvision",
+    "failed",
+    0.1,
+    "import torchvision failed: operator torchvision::nms does not exist",
+    {
+        "id": "torch-torchvision-mismatch",
+        "symptom": "s",
+        "cause": "torch and torchvision do not match",
+        "fix": "pip install 'torchvision==0.28.*'",
+    },
+)
 
 
 def test_everything_skipped_is_not_a_pass() -> None:
     rep = _report(SKIP)
-    assert rep["summary"]["outcome"] == "failed"  # type: ignore[index]
-    assert "everything skipped is not a pass" in rep["summary"]["reason"]  # type: ignore[index]
-    assert report.exit_code(rep) == 1  # type: ignore[arg-type]
+    assert rep["summary"]["outcome"] == "failed"
+    assert "everything skipped is not a pass" in rep["summary"]["reason"]
+    assert report.exit_code(rep) == 1
 
 
 def test_pass_and_fail_outcomes() -> None:
-    assert report.exit_code(_report(PASS, SKIP)) == 0  # type: ignore[arg-type]
+    assert report.exit_code(_report(PASS, SKIP)) == 0
     rep = _report(PASS, SKIP, FAIL)
-    assert report.exit_code(rep) == 1  # type: ignore[arg-type]
-    assert rep["support_matrix"] == {"cuda": "13.0", "min_driver": "580.65.06",
-                                     "arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
-                                     "requires_gpu": False}
-    assert rep["packages_fingerprint"] == "f" * 64 and "packages" not in rep["facts"]  # type: ignore[operator]
+    assert report.exit_code(rep) == 1
+    assert rep["support_matrix"] == {
+        "cuda": "13.0",
+        "min_driver": "580.65.06",
+        "arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
+        "requires_gpu": False,
+    }
+    assert rep["packages_fingerprint"] == "f" * 64 and "packages" not in rep["facts"]
 
 
 def test_summary_names_cause_and_fix_without_traceback() -> None:
-    text = report.summary(_report(PASS, SKIP, FAIL), width=120)  # type: ignore[arg-type]
+    text = report.summary(_report(PASS, SKIP, FAIL), width=120)
     lines = text.splitlines()
     assert "tensor.svd            pass      0.2s" in lines
     assert "cnn.train[cuda]       skip      0.0s  no GPU: none here" in lines
@@ -60,7 +76,7 @@ def test_summary_names_cause_and_fix_without_traceback() -> None:
 
 def test_junit(tmp_path: Path) -> None:
     out = tmp_path / "j.xml"
-    report.write_junit(_report(PASS, SKIP, FAIL), str(out))  # type: ignore[arg-type]
+    report.write_junit(_report(PASS, SKIP, FAIL), str(out))
     root = ET.parse(out).getroot()
     assert root.get("tests") == "3" and root.get("failures") == "1" and root.get("skipped") == "1"
     failure = root.find("testcase[@name='torchvision.nms[cpu]']/failure")
@@ -75,7 +91,9 @@ def test_pytest_command_isolates_from_user_config(tmp_path: Path) -> None:
     assert cmd[-3:] == [str(runner.SMOKE_DIR / "test_cnn.py"), "--deselect", "test_cnn.py::test_train[cpu]"]
 
 
-def test_child_env_points_caches_at_temp_and_scrubs_pytest_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_env_points_caches_at_temp_and_scrubs_pytest_vars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTEST_ADDOPTS", "-x --evil")
     monkeypatch.setenv("PYTEST_PLUGINS", "evil")
     (tmp_path / "run").mkdir()

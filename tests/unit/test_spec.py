@@ -102,15 +102,20 @@ def test_unknown_variant_on_the_command_line(capsys: pytest.CaptureFixture[str])
     assert "unknown variant 'ncg' (did you mean 'ngc'?)" in err and "Traceback" not in err
 
 
-def test_known_incompatible_pair_is_an_error(stack_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_known_incompatible_pair_is_an_error(
+    stack_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _bad(stack_text.replace('torchvision = "0.29.1"', 'torchvision = "0.28.0"', 1), tmp_path, capsys)
     assert "variants.pip.torchvision: torch 2.14.1 and torchvision 0.28.0 are known to be incompatible" in err
     assert 'set torchvision = "0.29.x"' in err
 
 
-def test_pair_newer_than_the_table_is_a_warning(stack_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pair_newer_than_the_table_is_a_warning(
+    stack_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = stack_text.replace('torch = "2.14.1"', 'torch = "2.15.0"', 1).replace(
-        'torchvision = "0.29.1"', 'torchvision = "0.30.0"', 1)
+        'torchvision = "0.29.1"', 'torchvision = "0.30.0"', 1
+    )
     path = tmp_path / "stack.toml"
     path.write_text(text)
     assert cli.main(["spec", "--spec", str(path)]) == 0
@@ -126,21 +131,34 @@ def test_invalid_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('torch_cuda_arch_list = "8.0;9.0;10.0;12.0+PTX"', 'torch_cuda_arch_list = "8.0;9.0"',
-         "variants.source.build.arch_list: disagrees with torch_cuda_arch_list"),
-        ('arch_list = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]',
-         'arch_list = ["sm_70", "sm_80"]', "CUDA 13.0 cannot target sm_70"),
-        ('channels = ["conda-forge"]', 'channels = ["pytorch", "conda-forge"]',
-         "channel 'pytorch' must not be used: the `pytorch` channel stopped publishing at PyTorch 2.5"),
-        ('image = "nvcr.io/nvidia/pytorch:25.09-py3"', 'image = "nvcr.io/nvidia/pytorch"',
-         "is not an image reference with a tag"),
+        (
+            'torch_cuda_arch_list = "8.0;9.0;10.0;12.0+PTX"',
+            'torch_cuda_arch_list = "8.0;9.0"',
+            "variants.source.build.arch_list: disagrees with torch_cuda_arch_list",
+        ),
+        (
+            'arch_list = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]',
+            'arch_list = ["sm_70", "sm_80"]',
+            "CUDA 13.0 cannot target sm_70",
+        ),
+        (
+            'channels = ["conda-forge"]',
+            'channels = ["pytorch", "conda-forge"]',
+            "channel 'pytorch' must not be used: the `pytorch` channel stopped publishing at PyTorch 2.5",
+        ),
+        (
+            'image = "nvcr.io/nvidia/pytorch:25.09-py3"',
+            'image = "nvcr.io/nvidia/pytorch"',
+            "is not an image reference with a tag",
+        ),
         ('digest = ""', 'digest = "sha256:abc"', "malformed digest"),
         ("max_jobs = 8", 'max_jobs = "eight"', "expected a positive integer"),
         ("schema = 1", "schema = 2", "expected schema = 1, got 2"),
     ],
 )
-def test_more_bad_specs(stack_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                        old: str, new: str, message: str) -> None:
+def test_more_bad_specs(
+    stack_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, message: str
+) -> None:
     assert old in stack_text
     assert message in _bad(stack_text.replace(old, new, 1), tmp_path, capsys)
 
@@ -167,5 +185,4 @@ def test_spec_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_arch_list_from_torch_cuda_arch_list() -> None:
-    assert spec.arch_list_from_torch_cuda_arch_list("8.0;9.0a 12.0+PTX") == (
-        "sm_80", "sm_90a", "sm_120", "compute_120")
+    assert spec.arch_list_from_torch_cuda_arch_list("8.0;9.0a 12.0+PTX") == ("sm_80", "sm_90a", "sm_120", "compute_120")

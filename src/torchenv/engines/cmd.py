@@ -22,12 +22,14 @@ def which(program: str) -> str:
     if os.sep in program:
         if os.access(program, os.X_OK):
             return program
-        raise ToolMissing(f"{program} does not exist or is not executable.",
-                          fix="create the environment first (drop --reuse)")
+        raise ToolMissing(
+            f"{program} does not exist or is not executable.", fix="create the environment first (drop --reuse)"
+        )
     found = shutil.which(program)
     if found is None:
-        raise ToolMissing(f"`{program}` is not on PATH.",
-                          fix=HOW_TO_GET.get(program, f"install {program} and put it on PATH"))
+        raise ToolMissing(
+            f"`{program}` is not on PATH.", fix=HOW_TO_GET.get(program, f"install {program} and put it on PATH")
+        )
     return found
 
 
@@ -51,7 +53,8 @@ def run_plan(steps: Iterable[Step], *, skip_kinds: Iterable[str] = ()) -> int:
             continue
         status = run(step.argv, env=step.env)
         if status != 0 and step.kind != "run":
-            raise TorchenvError(f"step '{step.name}' failed with exit status {status}.",
-                                fix="read the output above; the environment is incomplete and was "
-                                "not checked")
+            raise TorchenvError(
+                f"step '{step.name}' failed with exit status {status}.",
+                fix="read the output above; the environment is incomplete and was not checked",
+            )
     return status

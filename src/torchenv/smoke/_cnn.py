@@ -79,9 +79,7 @@ def train_digits(
     model = make_model().to(device)  # 4
     loss_fn = torch.nn.CrossEntropyLoss()  # 5
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=1e-2, epochs=epochs, steps_per_epoch=len(loader)
-    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, epochs=epochs, steps_per_epoch=len(loader))
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
     scaler = torch.amp.GradScaler(device_type, enabled=amp == "fp16")
@@ -90,16 +88,16 @@ def train_digits(
     for _ in range(epochs):  # 6
         total = 0.0
         for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
+            inputs = x.to(device, non_blocking=True)
+            targets = y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(inputs), targets)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
-            total += float(loss.detach()) * len(y)
+            total += float(loss.detach()) * len(targets)
         losses.append(total / len(train_set))
     model.eval()  # 7
     with torch.no_grad(), torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):

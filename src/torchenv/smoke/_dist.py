@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             wrong = int((mine != expected).sum().item())
-            case = {"dtype": str(dtype).removeprefix("torch."), "n": n, "wrong": wrong,
-                    "seconds": seconds}
+            case = {"dtype": str(dtype).removeprefix("torch."), "n": n, "wrong": wrong, "seconds": seconds}
             report["cases"].append(case)  # type: ignore[attr-defined]
             if wrong:
                 first = int((mine != expected).nonzero()[0].item())

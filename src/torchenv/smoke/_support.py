@@ -53,8 +53,9 @@ def gpu_count() -> int:
 
 def no_gpu_reason() -> str:
     try:
-        from torchenv.facts import cuda_runtime_facts
         import torch
+
+        from torchenv.facts import cuda_runtime_facts
 
         return str(cuda_runtime_facts(torch).get("reason") or "no CUDA device visible")
     except Exception as exc:
@@ -68,8 +69,7 @@ def need_gpu(what: str) -> None:
     reason = no_gpu_reason()
     if variant().promises.gpu:
         breakage = "cpu-torch-gpu-promised" if "CPU build" in reason else "no-usable-gpu"
-        fail(f"{what}: the variant promises a GPU but none is usable ({reason})", breakage,
-             cuda_error=reason)
+        fail(f"{what}: the variant promises a GPU but none is usable ({reason})", breakage, cuda_error=reason)
     pytest.skip(f"no GPU: {reason}; variant '{variant().name}' does not promise one")
 
 
@@ -82,8 +82,7 @@ def need_module(name: str) -> ModuleType:
         if exc.name != name and not (exc.name or "").startswith(f"{name}."):
             raise
         if promised:
-            fail(f"{name} is not installed, but variant '{variant().name}' lists it",
-                 "missing-package", package=name)
+            fail(f"{name} is not installed, but variant '{variant().name}' lists it", "missing-package", package=name)
         pytest.skip(f"{name} is not installed (optional: variant '{variant().name}' does not list it)")
 
 

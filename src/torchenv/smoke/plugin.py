@@ -121,10 +121,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    emit("collected", items=[
-        {"nodeid": it.nodeid, "check": check_id(it), "group": group_of(it), "timeout": timeout_of(it)}
-        for it in session.items
-    ])
+    emit(
+        "collected",
+        items=[
+            {"nodeid": it.nodeid, "check": check_id(it), "group": group_of(it), "timeout": timeout_of(it)}
+            for it in session.items
+        ],
+    )
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -132,17 +135,24 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         text = str(report.longrepr)
         diagnosis = breakages.match(text, _context())
         module = report.nodeid.rpartition("/")[2].removesuffix(".py").removeprefix("test_")
-        emit("result", nodeid=report.nodeid, check=f"{module}.<collect>", group=module,
-             outcome="failed", duration=0.0, message=_last_error_line(text),
-             diagnosis=diagnosis.to_dict() if diagnosis else None, detail=text)
+        emit(
+            "result",
+            nodeid=report.nodeid,
+            check=f"{module}.<collect>",
+            group=module,
+            outcome="failed",
+            duration=0.0,
+            message=_last_error_line(text),
+            diagnosis=diagnosis.to_dict() if diagnosis else None,
+            detail=text,
+        )
 
 
 _outcomes: dict[str, dict[str, Any]] = {}
 
 
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
-    _outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": "", "diagnosis": None,
-                         "detail": ""}
+    _outcomes[nodeid] = {"outcome": "passed", "duration": 0.0, "message": "", "diagnosis": None, "detail": ""}
     emit("start", nodeid=nodeid)
 
 
@@ -158,8 +168,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    state = _outcomes.setdefault(item.nodeid, {"outcome": "passed", "duration": 0.0, "message": "",
-                                               "diagnosis": None, "detail": ""})
+    state = _outcomes.setdefault(
+        item.nodeid, {"outcome": "passed", "duration": 0.0, "message": "", "diagnosis": None, "detail": ""}
+    )
     state["duration"] += report.duration
     state["check"] = check_id(item)
     state["group"] = group_of(item)
@@ -200,10 +211,10 @@ def describe(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, breakag
         message = exc.msg
     elif isinstance(exc, AssertionError):
         text = str(exc)
-        message = text.split("\nassert ")[0].strip() or text.strip().splitlines()[0]
+        message = text.split("\nassert ", maxsplit=1)[0].strip() or text.strip().splitlines()[0]
     else:
         message = f"{type(exc).__name__}: {exc}".strip()
-    chain = []
+    chain: list[str] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 5:
         chain.append(f"{type(cur).__name__}: {cur}")

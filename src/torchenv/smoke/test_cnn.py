@@ -14,8 +14,11 @@ def _check_learned(result: _cnn.TrainResult, what: str) -> None:
     import math
 
     if not all(math.isfinite(v) for v in result.losses):
-        fail(f"{what}: the loss became non-finite ({result.losses})", "wrong-result",
-             detail="training diverged (NaN/inf loss)")
+        fail(
+            f"{what}: the loss became non-finite ({result.losses})",
+            "wrong-result",
+            detail="training diverged (NaN/inf loss)",
+        )
     if result.accuracy < FLOOR:
         fail(
             f"{what}: held-out accuracy {result.accuracy:.3f} is below the floor {FLOOR} "
@@ -35,9 +38,7 @@ def test_train(device: str) -> None:
 def test_deterministic_for_a_seed() -> None:
     first = _cnn.train_digits("cpu", seed=1, epochs=3)
     second = _cnn.train_digits("cpu", seed=1, epochs=3)
-    assert first.losses == second.losses, (
-        f"two runs with the same seed differ: {first.losses} vs {second.losses}"
-    )
+    assert first.losses == second.losses, f"two runs with the same seed differ: {first.losses} vs {second.losses}"
     assert first.accuracy == second.accuracy
 
 
@@ -61,6 +62,5 @@ def test_dataloader_workers() -> None:
     single = _cnn.train_digits("cpu", seed=2, epochs=2, num_workers=0)
     workers = _cnn.train_digits("cpu", seed=2, epochs=2, num_workers=2)
     assert workers.losses == pytest.approx(single.losses, rel=1e-6), (
-        f"DataLoader with 2 workers trained differently from 0 workers: {workers.losses} vs "
-        f"{single.losses}"
+        f"DataLoader with 2 workers trained differently from 0 workers: {workers.losses} vs {single.losses}"
     )

@@ -26,17 +26,36 @@ def _free_port() -> int:
 
 def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
     workdir = Path(tempfile.mkdtemp(prefix=f"allreduce-{backend}-"))
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
     procs = []
     for rank in range(world_size):
         log = open(workdir / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
-        procs.append((rank, log, subprocess.Popen(
-            [sys.executable, "-m", "torchenv.smoke._dist", "--rank", str(rank),
-             "--world-size", str(world_size), "--backend", backend,
-             "--timeout", str(RENDEZVOUS_TIMEOUT), "--out", str(workdir / f"rank{rank}.json")],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )))
+        procs.append(
+            (
+                rank,
+                log,
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "torchenv.smoke._dist",
+                        "--rank",
+                        str(rank),
+                        "--world-size",
+                        str(world_size),
+                        "--backend",
+                        backend,
+                        "--timeout",
+                        str(RENDEZVOUS_TIMEOUT),
+                        "--out",
+                        str(workdir / f"rank{rank}.json"),
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+            )
+        )
     deadline = time.monotonic() + RENDEZVOUS_TIMEOUT + 30
     try:
         for rank, _log, proc in procs:
@@ -44,8 +63,7 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 fail(
-                    f"{backend} all-reduce: rank {rank} did not finish within "
-                    f"{RENDEZVOUS_TIMEOUT + 30:.0f} s",
+                    f"{backend} all-reduce: rank {rank} did not finish within {RENDEZVOUS_TIMEOUT + 30:.0f} s",
                     "hang",
                     detail=f"the {backend} rendezvous or collective hung (MASTER_ADDR=127.0.0.1, "
                     f"MASTER_PORT={env['MASTER_PORT']})",
@@ -64,10 +82,11 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
         out = workdir / f"rank{rank}.json"
         if proc.returncode != 0 or not out.is_file():
             tail = (workdir / f"rank{rank}.log").read_text(errors="replace").strip().splitlines()[-3:]
-            fail(f"{backend} all-reduce: rank {rank} exited with {proc.returncode}: {' | '.join(tail)}",
-                 "nccl-transport" if backend == "nccl" else "hang",
-                 detail=f"rank {rank} of the {backend} all-reduce crashed; log: "
-                 f"{workdir / f'rank{rank}.log'}")
+            fail(
+                f"{backend} all-reduce: rank {rank} exited with {proc.returncode}: {' | '.join(tail)}",
+                "nccl-transport" if backend == "nccl" else "hang",
+                detail=f"rank {rank} of the {backend} all-reduce crashed; log: {workdir / f'rank{rank}.log'}",
+            )
         reports.append(json.loads(out.read_text()))
     return reports
 
@@ -92,8 +111,11 @@ def test_allreduce_gloo() -> None:
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_gloo_available():
-        fail("torch.distributed with gloo is not available in this build", "version-mismatch",
-             detail="torch was built without distributed support (USE_DISTRIBUTED=0)")
+        fail(
+            "torch.distributed with gloo is not available in this build",
+            "version-mismatch",
+            detail="torch was built without distributed support (USE_DISTRIBUTED=0)",
+        )
     _verify("gloo", _all_reduce("gloo"))
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from torchenv import gpuarch
 from torchenv.facts import nvml_driver
-from torchenv.smoke._support import fail, need_gpu, variant
+from torchenv.smoke._support import fail, variant
 from torchenv.spec import python_matches, version_matches
 
 
@@ -24,9 +24,12 @@ def _rebuild_hint() -> str:
 def test_python_version() -> None:
     want = variant().python
     if not python_matches(want, sys.version_info[:3]):
-        fail(f"Python {platform.python_version()} runs here; the spec says {want}", "version-mismatch",
-             detail=f"the interpreter is Python {platform.python_version()}, not {want}",
-             fix_hint=_rebuild_hint())
+        fail(
+            f"Python {platform.python_version()} runs here; the spec says {want}",
+            "version-mismatch",
+            detail=f"the interpreter is Python {platform.python_version()}, not {want}",
+            fix_hint=_rebuild_hint(),
+        )
 
 
 def test_torch_version() -> None:
@@ -34,8 +37,12 @@ def test_torch_version() -> None:
 
     want = variant().torch
     if not version_matches(want, torch.__version__):
-        fail(f"torch {torch.__version__} is installed; the spec says {want}", "version-mismatch",
-             detail=f"torch {torch.__version__} instead of {want}", fix_hint=_rebuild_hint())
+        fail(
+            f"torch {torch.__version__} is installed; the spec says {want}",
+            "version-mismatch",
+            detail=f"torch {torch.__version__} instead of {want}",
+            fix_hint=_rebuild_hint(),
+        )
 
 
 def test_cuda_version() -> None:
@@ -47,11 +54,18 @@ def test_cuda_version() -> None:
         return
     if have is None:
         breakage = "cpu-torch-gpu-promised" if variant().promises.gpu else "version-mismatch"
-        fail(f"torch {torch.__version__} is a CPU build; the spec says it is built with CUDA {want}",
-             breakage, detail=f"a CPU build of torch where the spec says CUDA {want}",
-             fix_hint=_rebuild_hint())
-    fail(f"torch is built with CUDA {have}; the spec says {want or 'none (a CPU build)'}",
-         "version-mismatch", detail=f"CUDA {have} instead of {want}", fix_hint=_rebuild_hint())
+        fail(
+            f"torch {torch.__version__} is a CPU build; the spec says it is built with CUDA {want}",
+            breakage,
+            detail=f"a CPU build of torch where the spec says CUDA {want}",
+            fix_hint=_rebuild_hint(),
+        )
+    fail(
+        f"torch is built with CUDA {have}; the spec says {want or 'none (a CPU build)'}",
+        "version-mismatch",
+        detail=f"CUDA {have} instead of {want}",
+        fix_hint=_rebuild_hint(),
+    )
 
 
 def test_promised_packages() -> None:
@@ -62,8 +76,11 @@ def test_promised_packages() -> None:
         except importlib.metadata.PackageNotFoundError:
             missing.append(name)
     if missing:
-        fail(f"packages the spec lists are not installed: {', '.join(missing)}", "missing-package",
-             package=", ".join(missing))
+        fail(
+            f"packages the spec lists are not installed: {', '.join(missing)}",
+            "missing-package",
+            package=", ".join(missing),
+        )
 
 
 def test_arch_list() -> None:
@@ -74,9 +91,12 @@ def test_arch_list() -> None:
     have = sorted(torch.cuda.get_arch_list())
     want = sorted(variant().build.arch_list)
     if have != want:
-        fail(f"the build carries {', '.join(have)}; the spec says {', '.join(want)}", "version-mismatch",
-             detail="the build's GPU architecture list differs from the spec's build.arch_list",
-             fix_hint="correct build.arch_list in the spec, or rebuild with the intended arch list")
+        fail(
+            f"the build carries {', '.join(have)}; the spec says {', '.join(want)}",
+            "version-mismatch",
+            detail="the build's GPU architecture list differs from the spec's build.arch_list",
+            fix_hint="correct build.arch_list in the spec, or rebuild with the intended arch list",
+        )
 
 
 def test_gpu_covered(gpu: str) -> None:
@@ -88,9 +108,13 @@ def test_gpu_covered(gpu: str) -> None:
     archs = torch.cuda.get_arch_list()
     how = gpuarch.coverage(archs, cap)
     if how is None:
-        fail(f"{torch.cuda.get_device_name(index)} (sm_{cap[0]}{cap[1]}) is not covered by the build "
-             f"({', '.join(archs)})", "arch-not-covered", device_arch=f"sm_{cap[0]}{cap[1]}",
-             arch_list=archs)
+        fail(
+            f"{torch.cuda.get_device_name(index)} (sm_{cap[0]}{cap[1]}) is not covered by the build "
+            f"({', '.join(archs)})",
+            "arch-not-covered",
+            device_arch=f"sm_{cap[0]}{cap[1]}",
+            arch_list=archs,
+        )
     x = torch.arange(1024, device=gpu, dtype=torch.float32)
     total = float((x * 2).sum().item())
     assert total == 2 * 1023 * 1024 / 2, f"a simple kernel on {gpu} returned {total}"
@@ -104,8 +128,13 @@ def test_driver(gpu: str) -> None:
     if driver is None:
         pytest.skip("the driver version cannot be read (no NVML)")
     if floor and Version(driver) < Version(floor):
-        fail(f"driver {driver} is older than {floor}, the minimum for CUDA {variant().build.cuda}",
-             "driver-too-old", driver=driver, min_driver=floor, torch_cuda=variant().build.cuda)
+        fail(
+            f"driver {driver} is older than {floor}, the minimum for CUDA {variant().build.cuda}",
+            "driver-too-old",
+            driver=driver,
+            min_driver=floor,
+            torch_cuda=variant().build.cuda,
+        )
 
 
 def test_cudnn() -> None:
@@ -114,15 +143,17 @@ def test_cudnn() -> None:
     if torch.version.cuda is None:
         pytest.skip("a CPU build of torch has no cuDNN")
     if not torch.backends.cudnn.is_available():
-        fail("cuDNN is not available in this CUDA build", "cudnn-mismatch",
-             cudnn_runtime="none", cudnn_compiled="?")
+        fail("cuDNN is not available in this CUDA build", "cudnn-mismatch", cudnn_runtime="none", cudnn_compiled="?")
     assert torch.backends.cudnn.enabled, "torch.backends.cudnn.enabled is False"
     compiled = tuple(torch._C._cudnn.getCompileVersion())
     runtime = tuple(torch._C._cudnn.getRuntimeVersion())
     if runtime[0] != compiled[0] or runtime < compiled:
-        fail(f"cuDNN {'.'.join(map(str, runtime))} is loaded; torch was compiled against "
-             f"{'.'.join(map(str, compiled))}", "cudnn-mismatch",
-             cudnn_runtime=".".join(map(str, runtime)), cudnn_compiled=".".join(map(str, compiled)))
+        fail(
+            f"cuDNN {'.'.join(map(str, runtime))} is loaded; torch was compiled against {'.'.join(map(str, compiled))}",
+            "cudnn-mismatch",
+            cudnn_runtime=".".join(map(str, runtime)),
+            cudnn_compiled=".".join(map(str, compiled)),
+        )
 
 
 def test_nccl() -> None:
@@ -135,8 +166,7 @@ def test_nccl() -> None:
     if not dist.is_nccl_available():
         fail("this CUDA build of torch has no NCCL", "nccl-transport")
     version = ".".join(str(x) for x in torch.cuda.nccl.version())
-    wheels = [d for d in ("nvidia-nccl-cu13", "nvidia-nccl-cu12", "nvidia-nccl-cu11")
-              if _installed(d)]
+    wheels = [d for d in ("nvidia-nccl-cu13", "nvidia-nccl-cu12", "nvidia-nccl-cu11") if _installed(d)]
     if wheels:
         wheel_version = importlib.metadata.version(wheels[0])
         assert wheel_version.startswith(version), (
@@ -157,9 +187,14 @@ def test_import_without_ld_library_path() -> None:
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     proc = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.__version__, torch.zeros(2).sum().item())"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if proc.returncode != 0:
-        fail(f"`import torch` fails with LD_LIBRARY_PATH unset: {proc.stderr.strip().splitlines()[-1:]}",
-             "ld-library-path")
+        fail(
+            f"`import torch` fails with LD_LIBRARY_PATH unset: {proc.stderr.strip().splitlines()[-1:]}",
+            "ld-library-path",
+        )
     assert proc.stdout.split()[-1] == "0.0", f"unexpected output: {proc.stdout!r}"

@@ -57,6 +57,16 @@ def check_step(spec: VariantSpec, target: Target, torchenv_exe: str) -> Step:
     report = target.report_dir / f"{spec.name}.json"
     return Step(
         "check",
-        (torchenv_exe, "check", "--variant", spec.name, "--spec", str(target.spec_path),
-         "--json", str(report), "--junit", str(target.report_dir / f"{spec.name}.junit.xml")),
+        (
+            torchenv_exe,
+            "check",
+            "--variant",
+            spec.name,
+            "--spec",
+            str(target.spec_path),
+            "--json",
+            str(report),
+            "--junit",
+            str(target.report_dir / f"{spec.name}.junit.xml"),
+        ),
     )

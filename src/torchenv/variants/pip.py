@@ -38,8 +38,20 @@ def lock_path(spec: VariantSpec) -> Path:
 
 
 def resolve_command(python: str, requirements_file: Path, report_file: Path) -> list[str]:
-    return [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
-            "--quiet", "--report", str(report_file), "-r", str(requirements_file)]
+    return [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--only-binary=:all:",
+        "--quiet",
+        "--report",
+        str(report_file),
+        "-r",
+        str(requirements_file),
+    ]
 
 
 def render_lock(spec: VariantSpec, pip_report: Mapping[str, Any]) -> str:
@@ -106,13 +118,20 @@ def lock_problems(spec: VariantSpec, text: str) -> list[str]:
 def read_lock(spec: VariantSpec) -> Path:
     path = lock_path(spec)
     if not path.is_file():
-        raise SpecError(spec.spec_path, "variants.pip.lock", f"the lock file {path} does not exist",
-                        "run `nox -s lock` to generate it")
+        raise SpecError(
+            spec.spec_path,
+            "variants.pip.lock",
+            f"the lock file {path} does not exist",
+            "run `nox -s lock` to generate it",
+        )
     problems = lock_problems(spec, path.read_text(encoding="utf-8"))
     if problems:
-        raise SpecError(spec.spec_path, "variants.pip.lock",
-                        f"{path} is out of date: {'; '.join(problems)}",
-                        "run `nox -s lock` to regenerate it from the spec")
+        raise SpecError(
+            spec.spec_path,
+            "variants.pip.lock",
+            f"{path} is out of date: {'; '.join(problems)}",
+            "run `nox -s lock` to regenerate it from the spec",
+        )
     return path
 
 
@@ -125,10 +144,13 @@ class PipVariant:
         py = str(bin_dir / "python")
         return (
             Step("create venv", (target.python, "-m", "venv", str(target.env_dir)), kind="create"),
-            Step("install locked packages",
-                 (py, "-m", "pip", "install", "--require-hashes", "--only-binary=:all:", "-r", str(lock)),
-                 kind="install"),
-            Step("install torchenv", (py, "-m", "pip", "install", "--no-deps", str(target.project_dir)),
-                 kind="install"),
+            Step(
+                "install locked packages",
+                (py, "-m", "pip", "install", "--require-hashes", "--only-binary=:all:", "-r", str(lock)),
+                kind="install",
+            ),
+            Step(
+                "install torchenv", (py, "-m", "pip", "install", "--no-deps", str(target.project_dir)), kind="install"
+            ),
             check_step(spec, target, str(bin_dir / "torchenv")),
         )
