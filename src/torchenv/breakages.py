@@ -257,7 +257,11 @@ REGISTRY: tuple[Breakage, ...] = (
         cause=lambda ctx: f"{ctx.get('package', 'a promised package')} is not installed",
         fix=lambda ctx: (
             f"install it from the variant's lock (`pip install --require-hashes -r env/pip.lock`) "
-            f"or remove {ctx.get('package', 'it')} from the spec's packages list"
+            + (
+                "or remove the variant's `torchvision` pin from the spec"
+                if ctx.get("where") == "torchvision"
+                else f"or remove {ctx.get('package', 'it')} from the spec's packages list"
+            )
         ),
     ),
     Breakage(

@@ -74,16 +74,32 @@ def need_gpu(what: str) -> None:
 
 
 def need_module(name: str) -> ModuleType:
-    """Import an optional package: skip if absent and not promised, fail if promised or broken."""
-    promised = name in variant().packages or (name == "torchvision" and variant().torchvision)
+    """Import an optional package: skip if absent and not promised, fail if promised.
+
+    Only the package itself being absent counts as "not installed"; a missing submodule or
+    dependency of an installed package propagates (the package is broken, not absent).
+    """
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != name and not (exc.name or "").startswith(f"{name}."):
+        if exc.name != name:
             raise
-        if promised:
-            fail(f"{name} is not installed, but variant '{variant().name}' lists it", "missing-package", package=name)
-        pytest.skip(f"{name} is not installed (optional: variant '{variant().name}' does not list it)")
+        v = variant()
+        if name in v.packages:
+            fail(
+                f"{name} is not installed, but variant '{v.name}' lists it in packages",
+                "missing-package",
+                package=name,
+                where="packages",
+            )
+        if name == "torchvision" and v.torchvision:
+            fail(
+                f"torchvision is not installed, but variant '{v.name}' pins torchvision {v.torchvision}",
+                "missing-package",
+                package=name,
+                where="torchvision",
+            )
+        pytest.skip(f"{name} is not installed (optional: variant '{v.name}' does not list it)")
 
 
 def mismatch_context() -> dict[str, Any]:

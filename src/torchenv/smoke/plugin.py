@@ -206,7 +206,7 @@ def describe(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, breakag
     """A one-line message and, when known, the diagnosis for a failure (no traceback)."""
     exc = excinfo.value
     if isinstance(exc, _support.CheckFailed):
-        return str(exc).split("\nassert ")[0].strip(), exc.diagnosis
+        return str(exc).split("\nassert ")[0].strip().splitlines()[0][:500], exc.diagnosis
     if isinstance(exc, pytest.fail.Exception):
         message = exc.msg
     elif isinstance(exc, AssertionError):

@@ -1,0 +1,203 @@
+"""Group "compile": ``torch.compile`` (dynamo + inductor) builds code that matches eager mode.
+
+Inductor needs a toolchain: a C/C++ compiler and the Python headers on CPU, Triton on GPU. Slim
+images often lack them; such a failure is reported as the "compile-toolchain" breakage with the
+underlying error text. Shapes are small and ``dynamic=False``: the cost is compilation (a cold
+cache on 2 cores: ~25 s for the group, most of it the first C++ build), not computation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchenv.smoke import _support
+
+T = TypeVar("T")
+
+#: Error text that means the toolchain inductor needs is missing or unusable, not a torch bug.
+TOOLCHAIN_PATTERNS = (
+    r"InvalidCxxCompiler",
+    r"No working C\+\+ compiler",
+    r"No working C compiler",
+    r"Failed to find C compiler",
+    r"Cannot find a working triton installation",
+    r"TritonMissing",
+    r"Python\.h: No such file",
+    r"fatal error: [\w/.+-]+\.h: No such file",
+    r"cc1plus",
+    r"\b(gcc|g\+\+|clang\+*|cc|c\+\+)\b[^\n]*(not found|No such file|cannot execute)",
+)
+
+#: (atol, rtol) of compiled vs eager per dtype. Inductor computes fp16 in fp32 and rounds once,
+#: eager rounds sin, cos and the sum separately: up to ~1.5 ulp apart.
+TOLERANCES = {
+    torch.float16: (1e-3, 2e-3),
+    torch.float32: (1e-5, 1.3e-6),
+    torch.float64: (1e-7, 1e-7),
+}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo() -> Iterator[None]:
+    """Each check compiles from scratch and leaves no compiled state to the next."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _error_text(exc: BaseException) -> str:
+    parts: list[str] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(parts) < 6:
+        parts.append(f"{type(cur).__name__}: {cur}")
+        cur = cur.__cause__ or cur.__context__
+    return "\n".join(parts)
+
+
+def _compiled_run(what: str, call: Callable[[], T]) -> T:
+    """Run ``call`` (which triggers compilation); a missing toolchain becomes a diagnosis."""
+    try:
+        return call()
+    except Exception as exc:
+        text = _error_text(exc)
+        if any(re.search(p, text, flags=re.IGNORECASE) for p in TOOLCHAIN_PATTERNS):
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            key = next(
+                (ln for ln in lines if any(re.search(p, ln, re.IGNORECASE) for p in TOOLCHAIN_PATTERNS)),
+                lines[0],
+            )
+            _support.fail(
+                f"{what}: torch.compile cannot build code: {key[:400]}",
+                "compile-toolchain",
+                detail=text[:2000],
+            )
+        raise
+
+
+def _graphs_captured() -> int | None:
+    """Graphs dynamo has captured so far in this process (None if torch stops exposing it)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return None
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _assert_graph_captured(before: int | None, what: str) -> None:
+    after = _graphs_captured()
+    if before is not None and after is not None:
+        assert after > before, (
+            f"{what}: torch.compile ran without capturing a graph, i.e. it silently fell back to "
+            "eager (is TORCHDYNAMO_DISABLE set?)"
+        )
+
+
+def _sin_cos(x: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x) + torch.cos(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=["float16", "float32", "float64"])
+def test_sin_cos_matches_eager(device: str, dtype: torch.dtype) -> None:
+    what = f"compiled sin+cos ({dtype}, {device})"
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(256, generator=g, dtype=torch.float64) * 6 - 3).to(device=device, dtype=dtype)
+    eager = _sin_cos(x)
+
+    before = _graphs_captured()
+    compiled = torch.compile(_sin_cos, dynamic=False, fullgraph=True)
+    out = _compiled_run(what, lambda: compiled(x))
+    _assert_graph_captured(before, what)
+
+    got = (out.dtype, tuple(out.shape), out.device)
+    want = (dtype, tuple(x.shape), x.device)
+    assert got == want, f"{what}: got (dtype, shape, device) {got}, expected {want}"
+    atol, rtol = TOLERANCES[dtype]
+    diff = (out.double() - eager.double()).abs()
+    allowed = atol + rtol * eager.double().abs()
+    if not bool((diff <= allowed).all()):
+        worst = int((diff - allowed).argmax())
+        _support.fail(
+            f"{what} differs from eager: max |diff| {diff.max().item():.3e}; "
+            f"at x={x[worst].item():.6g} "
+            f"compiled {out[worst].item():.8g} vs eager {eager[worst].item():.8g} "
+            f"(atol {atol:g}, rtol {rtol:g})",
+            "wrong-result",
+            detail=f"inductor-generated code for sin+cos in {dtype} on {device} gives wrong values",
+        )
+    # A second call reuses the compiled code and must give the same answer.
+    again = compiled(x)
+    assert torch.equal(again, out), f"{what}: a second call of the compiled function gave different values"
+
+
+def _small_cnn(classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, classes),
+    )
+
+
+def test_cnn_training_step(device: str) -> None:
+    """A compiled conv+linear model trains (forward and backward compiled) like its eager twin."""
+    what = f"compiled CNN training ({device})"
+    g = torch.Generator().manual_seed(2)
+    model = _small_cnn(classes=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    twin = copy.deepcopy(model)
+    model.to(device)
+    twin.to(device)
+    x = torch.randn(8, 3, 8, 8, generator=g).to(device)
+    y = torch.randint(0, 3, (8,), generator=g).to(device)
+    start = [p.detach().clone() for p in model.parameters()]
+
+    before = _graphs_captured()
+    compiled = torch.compile(model, dynamic=False)
+    losses: list[float] = []
+    eager_losses: list[float] = []
+    runs = (
+        (compiled, torch.optim.SGD(model.parameters(), lr=0.2), losses),
+        (twin, torch.optim.SGD(twin.parameters(), lr=0.2), eager_losses),
+    )
+
+    def train() -> None:
+        for _ in range(4):
+            for net, opt, record in runs:
+                opt.zero_grad()
+                loss = F.cross_entropy(net(x), y)
+                loss.backward()
+                opt.step()
+                record.append(loss.item())
+
+    _compiled_run(what, train)
+    _assert_graph_captured(before, what)
+    assert all(math.isfinite(v) for v in losses), f"{what}: non-finite loss {losses}"
+    assert losses[-1] < losses[0], f"{what}: loss did not decrease over 4 SGD steps: {losses}"
+    changed = [not torch.equal(p0, p) for p0, p in zip(start, model.parameters(), strict=True)]
+    assert all(changed), f"{what}: parameters not updated by the optimizer (changed: {changed})"
+
+    # cuDNN convolutions may use TF32 on GPU (PyTorch's default), hence the looser tolerance.
+    tol = 1e-4 if device == "cpu" else 2e-3
+    loss_err = max(abs(a - b) for a, b in zip(losses, eager_losses, strict=True))
+    param_err = max((p - q).abs().max().item() for p, q in zip(model.parameters(), twin.parameters(), strict=True))
+    if loss_err > tol or param_err > tol:
+        _support.fail(
+            f"{what} diverges from eager: losses {[round(v, 6) for v in losses]} vs "
+            f"{[round(v, 6) for v in eager_losses]}, max parameter difference {param_err:.3e} "
+            f"(allowed {tol:g})",
+            "wrong-result",
+            detail=f"inductor-compiled forward/backward of a small CNN on {device} is wrong",
+        )
