@@ -256,7 +256,7 @@ REGISTRY: tuple[Breakage, ...] = (
         patterns=(),
         cause=lambda ctx: f"{ctx.get('package', 'a promised package')} is not installed",
         fix=lambda ctx: (
-            f"install it from the variant's lock (`pip install --require-hashes -r env/pip.lock`) "
+            "install it from the variant's lock (`pip install --require-hashes -r env/pip.lock`) "
             + (
                 "or remove the variant's `torchvision` pin from the spec"
                 if ctx.get("where") == "torchvision"
