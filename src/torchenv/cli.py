@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -86,7 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
     _spec_args(spec)
     spec.add_argument("--all", action="store_true", help="print every variant")
+
+    # Further commands live in their own modules: each has add_parser(sub) that registers its
+    # subparser with set_defaults(run=<function(args) -> int>). Add one line per module here.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
+
+
+#: Modules that contribute a subcommand (see _parser).
+COMMAND_MODULES: list[str] = []
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -209,13 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(args_list)
-        if args.command == "check":
-            return cmd_check(args, ["torchenv", *args_list])
-        if args.command == "build":
-            return cmd_build(args)
-        if args.command == "spec":
-            return cmd_spec(args)
-        raise TorchenvError(f"unknown command {args.command!r}.", fix="see `torchenv --help`")
+        builtin = {"check": lambda a: cmd_check(a, ["torchenv", *args_list]), "build": cmd_build, "spec": cmd_spec}
+        handler = builtin.get(args.command) or getattr(args, "run", None)
+        if handler is None:
+            raise TorchenvError(f"unknown command {args.command!r}.", fix="see `torchenv --help`")
+        return int(handler(args))
     except TorchenvError as exc:
         print(f"torchenv: error: {exc.render()}", file=sys.stderr)
         return exc.exit_code
