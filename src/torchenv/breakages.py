@@ -41,6 +41,22 @@ def _const(text: str) -> Callable[[Context], str]:
     return lambda _ctx: text
 
 
+def _or(key: str, default: Callable[[Context], str] | str) -> Callable[[Context], str]:
+    """``ctx[key]`` when a caller found something more specific, else the default text.
+
+    ``torchenv doctor`` passes ``cause_here`` / ``fix_here``: the cause it found in this
+    environment, with the numbers, and the exact fix. No smoke check sets these keys, so what
+    ``check`` reports is unchanged.
+    """
+    fallback = _const(default) if isinstance(default, str) else default
+
+    def text(ctx: Context) -> str:
+        value = ctx.get(key)
+        return str(value) if value else fallback(ctx)
+
+    return text
+
+
 def _mismatch_cause(ctx: Context) -> str:
     torch_v = ctx.get("torch_version") or "?"
     vision_v = ctx.get("torchvision_version") or "?"
@@ -110,14 +126,20 @@ REGISTRY: tuple[Breakage, ...] = (
         id="arch-not-covered",
         symptom="CUDA error: no kernel image is available for execution on the device",
         patterns=(r"no kernel image is available", r"is not compatible with the current PyTorch installation"),
-        cause=lambda ctx: (
-            f"the GPU ({ctx.get('device_arch', 'its architecture')}) is not in the build's "
-            f"architecture list ({', '.join(ctx.get('arch_list') or []) or 'unknown'})"
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"the GPU ({ctx.get('device_arch', 'its architecture')}) is not in the build's "
+                f"architecture list ({', '.join(ctx.get('arch_list') or []) or 'unknown'})"
+            ),
         ),
-        fix=_const(
-            "use a build whose arch list covers this GPU (a newer CUDA wheel for new GPUs, an "
-            "older CUDA for Maxwell/Pascal/Volta, which CUDA 13 dropped), or build from source with "
-            "TORCH_CUDA_ARCH_LIST including it (`nox -s source`)"
+        fix=_or(
+            "fix_here",
+            _const(
+                "use a build whose arch list covers this GPU (a newer CUDA wheel for new GPUs, an "
+                "older CUDA for Maxwell/Pascal/Volta, which CUDA 13 dropped), or build from source with "
+                "TORCH_CUDA_ARCH_LIST including it (`nox -s source`)"
+            ),
         ),
     ),
     Breakage(
@@ -129,15 +151,21 @@ REGISTRY: tuple[Breakage, ...] = (
             r"\berror 804\b",
             r"The NVIDIA driver on your system is too old",
         ),
-        cause=lambda ctx: (
-            f"the host driver ({ctx.get('driver') or 'unknown'}) is older than CUDA "
-            f"{ctx.get('torch_cuda') or '?'} needs ({ctx.get('min_driver') or 'see the release notes'})"
-            " or the forward-compatibility libraries are in use on a GPU that does not support them"
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"the host driver ({ctx.get('driver') or 'unknown'}) is older than CUDA "
+                f"{ctx.get('torch_cuda') or '?'} needs ({ctx.get('min_driver') or 'see the release notes'})"
+                " or the forward-compatibility libraries are in use on a GPU that does not support them"
+            ),
         ),
-        fix=_const(
-            "upgrade the node's driver to at least the spec's build.min_driver, or use a variant "
-            "built for an older CUDA; in containers, do not put cuda-compat on LD_LIBRARY_PATH on "
-            "consumer GPUs"
+        fix=_or(
+            "fix_here",
+            _const(
+                "upgrade the node's driver to at least the spec's build.min_driver, or use a variant "
+                "built for an older CUDA; in containers, do not put cuda-compat on LD_LIBRARY_PATH on "
+                "consumer GPUs"
+            ),
         ),
     ),
     Breakage(
@@ -148,50 +176,74 @@ REGISTRY: tuple[Breakage, ...] = (
             r"unable to (write|allocate) .*shared memory",
             r"No space left on device.*shm",
         ),
-        cause=lambda ctx: (
-            f"/dev/shm is {ctx.get('shm_mb', '?')} MB (Docker's default is 64 MB); DataLoader "
-            "workers pass batches through shared memory"
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"/dev/shm is {ctx.get('shm_mb', '?')} MB (Docker's default is 64 MB); DataLoader "
+                "workers pass batches through shared memory"
+            ),
         ),
-        fix=_const(
-            "run the container with --ipc=host or --shm-size=8g (Apptainer shares the host's "
-            "/dev/shm), or set num_workers=0 as a stopgap"
+        fix=_or(
+            "fix_here",
+            _const(
+                "run the container with --ipc=host or --shm-size=8g (Apptainer shares the host's "
+                "/dev/shm), or set num_workers=0 as a stopgap"
+            ),
         ),
     ),
     Breakage(
         id="nccl-transport",
         symptom="NCCL error: unhandled system error / falls back to sockets",
         patterns=(r"NCCL.*(unhandled system error|shm|Error while creating shared memory)", r"ncclSystemError"),
-        cause=_const("NCCL could not use shared memory or InfiniBand between ranks"),
-        fix=_const(
-            "give the container --ipc=host (or a large --shm-size); on InfiniBand clusters make "
-            "sure the NCCL IB plugin and /dev/infiniband are visible; NCCL_DEBUG=INFO names the "
-            "transport it chose"
+        cause=_or(
+            "cause_here",
+            _const("NCCL could not use shared memory or InfiniBand between ranks"),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "give the container --ipc=host (or a large --shm-size); on InfiniBand clusters make "
+                "sure the NCCL IB plugin and /dev/infiniband are visible; NCCL_DEBUG=INFO names the "
+                "transport it chose"
+            ),
         ),
     ),
     Breakage(
         id="glibcxx-mix",
         symptom="ImportError: ... version `GLIBCXX_3.4.xx' not found",
         patterns=(r"GLIBCXX_[\d.]+'? not found", r"CXXABI_[\d.]+'? not found"),
-        cause=_const(
-            "an older system libstdc++ is loaded before the environment's own, usually through "
-            "LD_LIBRARY_PATH (conda and system libraries mixed)"
+        cause=_or(
+            "cause_here",
+            _const(
+                "an older system libstdc++ is loaded before the environment's own, usually through "
+                "LD_LIBRARY_PATH (conda and system libraries mixed)"
+            ),
         ),
-        fix=_const(
-            "unset LD_LIBRARY_PATH (torch finds its libraries through RPATH), or put the "
-            "environment's lib directory first"
+        fix=_or(
+            "fix_here",
+            _const(
+                "unset LD_LIBRARY_PATH (torch finds its libraries through RPATH), or put the "
+                "environment's lib directory first"
+            ),
         ),
     ),
     Breakage(
         id="cudnn-mismatch",
         symptom="cuDNN version incompatibility",
         patterns=(r"cuDNN version incompatibility", r"libcudnn[\w.]*: cannot open shared object"),
-        cause=lambda ctx: (
-            f"the cuDNN loaded at run time ({ctx.get('cudnn_runtime', '?')}) differs from the one "
-            f"torch was compiled against ({ctx.get('cudnn_compiled', '?')})"
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"the cuDNN loaded at run time ({ctx.get('cudnn_runtime', '?')}) differs from the one "
+                f"torch was compiled against ({ctx.get('cudnn_compiled', '?')})"
+            ),
         ),
-        fix=_const(
-            "remove other cuDNN copies from LD_LIBRARY_PATH and reinstall the nvidia-cudnn wheel "
-            "pinned by the lock file"
+        fix=_or(
+            "fix_here",
+            _const(
+                "remove other cuDNN copies from LD_LIBRARY_PATH and reinstall the nvidia-cudnn wheel "
+                "pinned by the lock file"
+            ),
         ),
     ),
     Breakage(
@@ -218,13 +270,19 @@ REGISTRY: tuple[Breakage, ...] = (
         id="cpu-torch-gpu-promised",
         symptom="torch.cuda.is_available() is False on a GPU node; torch.version.cuda is None",
         patterns=(r"Torch not compiled with CUDA enabled",),
-        cause=_const(
-            "a CPU build of torch is installed where the variant promises a GPU (the conda "
-            "login-node trap: the solver picked a CPU build because the build host had no GPU)"
+        cause=_or(
+            "cause_here",
+            _const(
+                "a CPU build of torch is installed where the variant promises a GPU (the conda "
+                "login-node trap: the solver picked a CPU build because the build host had no GPU)"
+            ),
         ),
-        fix=_const(
-            "reinstall with a CUDA build: conda `pytorch=*=cuda*` with CONDA_OVERRIDE_CUDA set "
-            "on GPU-less build hosts; pip the default CUDA wheel"
+        fix=_or(
+            "fix_here",
+            _const(
+                "reinstall with a CUDA build: conda `pytorch=*=cuda*` with CONDA_OVERRIDE_CUDA set "
+                "on GPU-less build hosts; pip the default CUDA wheel"
+            ),
         ),
     ),
     Breakage(
@@ -235,10 +293,16 @@ REGISTRY: tuple[Breakage, ...] = (
             r"CUDA driver initialization failed",
             r"no CUDA-capable device is detected",
         ),
-        cause=lambda ctx: f"no usable GPU is visible: {ctx.get('cuda_error') or 'no device found'}",
-        fix=_const(
-            "run on a GPU node (Slurm: --gres=gpu:1 / --gpus=1), pass the GPUs into the container "
-            "(docker --gpus all, apptainer --nv), and check CUDA_VISIBLE_DEVICES"
+        cause=_or(
+            "cause_here",
+            lambda ctx: f"no usable GPU is visible: {ctx.get('cuda_error') or 'no device found'}",
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "run on a GPU node (Slurm: --gres=gpu:1 / --gpus=1), pass the GPUs into the container "
+                "(docker --gpus all, apptainer --nv), and check CUDA_VISIBLE_DEVICES"
+            ),
         ),
     ),
     Breakage(
@@ -254,14 +318,17 @@ REGISTRY: tuple[Breakage, ...] = (
         id="missing-package",
         symptom="ModuleNotFoundError for a package the variant promises",
         patterns=(),
-        cause=lambda ctx: f"{ctx.get('package', 'a promised package')} is not installed",
-        fix=lambda ctx: (
-            "install it from the variant's lock (`pip install --require-hashes -r env/pip.lock`) "
-            + (
-                "or remove the variant's `torchvision` pin from the spec"
-                if ctx.get("where") == "torchvision"
-                else f"or remove {ctx.get('package', 'it')} from the spec's packages list"
-            )
+        cause=_or("cause_here", lambda ctx: f"{ctx.get('package', 'a promised package')} is not installed"),
+        fix=_or(
+            "fix_here",
+            lambda ctx: (
+                "install it from the variant's lock (`pip install --require-hashes -r env/pip.lock`) "
+                + (
+                    "or remove the variant's `torchvision` pin from the spec"
+                    if ctx.get("where") == "torchvision"
+                    else f"or remove {ctx.get('package', 'it')} from the spec's packages list"
+                )
+            ),
         ),
     ),
     Breakage(
@@ -290,6 +357,69 @@ REGISTRY: tuple[Breakage, ...] = (
         fix=lambda ctx: ctx.get(
             "fix_hint", "report it with the JSON report attached; try the same check on another node"
         ),
+    ),
+    # Found by ``torchenv doctor`` in the environment's facts (the DataLoader warning is also
+    # matched in check output).
+    Breakage(
+        id="cpu-oversubscribed",
+        symptom=(
+            'training and data loading crawl, CPUs thrash; the DataLoader warns "Our suggested max '
+            'number of worker in current system is N"'
+        ),
+        patterns=(r"suggested max number of worker in current system is \d+",),
+        cause=_or(
+            "cause_here",
+            "torch threads or DataLoader workers outnumber the CPUs the job may use (its affinity "
+            "mask, cgroup CPU quota or SLURM_CPUS_PER_TASK), usually because they were sized by "
+            "os.cpu_count(), which counts every CPU of the machine",
+        ),
+        fix=_or(
+            "fix_here",
+            "size torch.set_num_threads() and DataLoader(num_workers=...) by the CPUs the job has: "
+            "len(os.sched_getaffinity(0)), capped by SLURM_CPUS_PER_TASK and the cgroup quota",
+        ),
+    ),
+    Breakage(
+        id="user-site-leak",
+        symptom="a package from ~/.local is imported instead of the image's (another version, ImportError)",
+        patterns=(),
+        cause=_or(
+            "cause_here",
+            "the user site-packages (~/.local/lib/pythonX.Y/site-packages) is on sys.path ahead of the "
+            "environment; Apptainer mounts $HOME, so packages a user pip-installed leak into the image",
+        ),
+        fix=_or(
+            "fix_here",
+            "export PYTHONNOUSERSITE=1 (Apptainer: apptainer exec --env PYTHONNOUSERSITE=1, or --no-home)",
+        ),
+    ),
+    Breakage(
+        id="pythonpath-leak",
+        symptom="a package from a PYTHONPATH folder is imported instead of the environment's",
+        patterns=(),
+        cause=_or(
+            "cause_here",
+            "PYTHONPATH names a folder that holds installed packages; it comes before the environment on sys.path",
+        ),
+        fix=_or("fix_here", "unset PYTHONPATH (or remove the folder from it) before starting Python"),
+    ),
+    Breakage(
+        id="torch-outside-env",
+        symptom="torch is imported from outside the environment or image (not the build that was checked)",
+        patterns=(),
+        cause=_or("cause_here", "torch.__file__ lies outside the environment's site-packages"),
+        fix=_or(
+            "fix_here",
+            "remove the outside copy from the import path (PYTHONPATH, ~/.local, .pth files) so the "
+            "environment's torch is imported",
+        ),
+    ),
+    Breakage(
+        id="torch-import-fails",
+        symptom="import torch raises",
+        patterns=(),
+        cause=_or("cause_here", "torch is installed but cannot be imported"),
+        fix=_or("fix_here", "rebuild the environment from the spec (`nox -s pip`, or the variant's session)"),
     ),
 )
 
