@@ -46,9 +46,9 @@ class Variant(Protocol):
 
 
 def get(name: str) -> Variant:
-    from torchenv.variants import pip
+    from torchenv.variants import conda, pip
 
-    registry: dict[str, Variant] = {"pip": pip.PipVariant()}
+    registry: dict[str, Variant] = {"pip": pip.PipVariant(), "conda": conda.CondaVariant()}
     return registry[name]
 
 
