@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
 
     build = sub.add_parser("build", help="build a variant's environment and check it")
-    build.add_argument("variant_name", metavar="VARIANT", help="pip (conda, ngc, source: see README)")
+    build.add_argument("variant_name", metavar="VARIANT", help="pip or ngc (conda, source: see README)")
     build.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
     build.add_argument(
         "--venv",
@@ -83,6 +83,20 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--reuse", action="store_true", help="reuse an existing environment without reinstalling (like nox -R)"
     )
+    ngc_opts = build.add_argument_group("ngc variant")
+    ngc_opts.add_argument("--base", metavar="IMAGE", help="base image (default: the spec's NGC reference)")
+    ngc_opts.add_argument("--tag", metavar="TAG", help="final tag (default: torchenv:ngc-<torch>-<spec hash>)")
+    ngc_opts.add_argument("--engine", choices=["docker", "podman", "apptainer"], default="docker")
+    ngc_opts.add_argument(
+        "--ca-cert",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="a site CA certificate to trust inside the image (repeatable)",
+    )
+    ngc_opts.add_argument("--sif", metavar="PATH", help="also build an Apptainer SIF from the checked image")
+    ngc_opts.add_argument("--push", metavar="REPO", help="push the checked image (engine credentials only)")
+    ngc_opts.add_argument("--json", metavar="PATH", help="write the build report (phases, image, check) here")
 
     spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
     _spec_args(spec)
@@ -96,7 +110,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: Modules that contribute a subcommand (see _parser).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "torchenv.render",
+    "torchenv.compare",
+    "torchenv.pack",
+    "torchenv.modulefile",
+    "torchenv.doctor",
+]
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -180,13 +200,27 @@ def cmd_build(args: argparse.Namespace) -> int:
     from torchenv import variants
     from torchenv.engines import cmd
 
+    if args.variant_name == "ngc":
+        from torchenv import build_ngc
+
+        return build_ngc.build(
+            build_ngc.Options(
+                spec=args.spec,
+                base=args.base,
+                tag=args.tag,
+                engine=args.engine,
+                ca_certs=args.ca_cert,
+                sif=args.sif,
+                push=args.push,
+                json=args.json,
+            )
+        )
     stack = spec_mod.load(args.spec)
     variant = stack.variant(args.variant_name)
-    if args.variant_name != "pip":
+    if args.variant_name not in ("pip", "conda"):
         raise TorchenvError(
-            f"torchenv build {args.variant_name}: this release builds only the pip variant.",
-            fix="use `nox -s pip` / `torchenv build pip`; the conda, ngc and source variants "
-            "are tracked in the README's roadmap",
+            f"torchenv build {args.variant_name}: this release builds the pip, conda and ngc variants only.",
+            fix="use `nox -s pip` / `torchenv build pip`; the source variant is tracked in the README's roadmap",
         )
     project = Path(__file__).resolve().parents[2]
     if not (project / "pyproject.toml").is_file():
@@ -201,7 +235,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         report_dir=Path(args.reports).resolve(),
         python=args.python or f"python{variant.python}",
     )
-    steps = variants.get("pip").plan(variant, target)
+    steps = variants.get(args.variant_name).plan(variant, target)
     skip = ("create", "install") if args.reuse else ()
     return cmd.run_plan(steps, skip_kinds=skip)
 
@@ -227,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TorchenvError as exc:
         print(f"torchenv: error: {exc.render()}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `torchenv ... | head`: the reader went away; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("torchenv: interrupted", file=sys.stderr)
         return 130

@@ -43,6 +43,9 @@ def torch_python() -> str:
             "no Python environment with torch: run `nox -s tests` (it builds the pip variant "
             "first) or set TORCHENV_TEST_PYTHON to a python that has torch"
         )
+    probe = subprocess.run([path, "-c", "import torch"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"TORCHENV_TEST_PYTHON={path} cannot import torch: {probe.stderr.strip()[-300:]}")
     return path
 
 

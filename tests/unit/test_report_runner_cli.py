@@ -117,8 +117,8 @@ def test_check_refuses_unwritable_report_path(capsys: pytest.CaptureFixture[str]
 
 
 def test_build_of_an_unbuilt_variant_explains(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["build", "ngc", "--spec", str(STACK)]) == 2
-    assert "builds only the pip variant" in capsys.readouterr().err
+    assert cli.main(["build", "source", "--spec", str(STACK)]) == 2
+    assert "builds the pip, conda and ngc variants only" in capsys.readouterr().err
 
 
 def test_bad_usage_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
