@@ -154,10 +154,7 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
     variant = stack.variant("ngc")
     certs = [validate_ca_cert(c) for c in opts.ca_certs]
     if opts.engine == "apptainer":
-        raise TorchenvError(
-            "torchenv build ngc --engine apptainer is not available in this release.",
-            fix="build with --engine docker (or podman) and --sif PATH",
-        )
+        return build_apptainer_only(opts, out)
     if opts.engine not in ("docker", "podman"):
         raise TorchenvError(f"unknown engine {opts.engine!r}.", fix="use --engine docker, podman or apptainer")
     apptainer_exe = apptainer.executable() if opts.sif else None
@@ -258,39 +255,10 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
 
             # 3. SIF
             if opts.sif and sif_tmp is not None and apptainer_exe:
-                done = timed("sif build")
-                promises_hold = not variant.promises.gpu or gpus
-                definition = workdir / "torchenv-ngc.def"
-                definition.write_text(ngc.render_definition(variant, ngc.Bootstrap("docker-daemon", tmp_tag)))
-                progress.phase(f"building the SIF {opts.sif} ({'with' if promises_hold else 'without'} %test)")
-                code = apptainer.run(
-                    apptainer.build_command(apptainer_exe, str(sif_tmp), str(definition), run_test=promises_hold), log
+                definition = ngc.render_definition(variant, ngc.Bootstrap("docker-daemon", tmp_tag))
+                result["sif"] = _sif_phase(
+                    apptainer_exe, variant, definition, sif_tmp, opts.sif, workdir, log, gpus, progress, timed
                 )
-                done(code == 0)
-                if code != 0:
-                    raise BuildFailed(f"apptainer build failed (exit {code}).", fix=f"see {log}")
-                done = timed("sif test")
-                if not promises_hold:
-                    done(False, "not run: the spec promises a GPU and this host has none")
-                    raise BuildFailed(
-                        "the SIF's test cannot run here: the spec promises a GPU.",
-                        fix=f"run `apptainer test --nv {opts.sif}` on a GPU node",
-                    )
-                sif_out = workdir / "sif-out"
-                sif_out.mkdir()
-                sif_out.chmod(0o777)
-                sif_report = sif_out / "report.json"
-                code = apptainer.run(
-                    apptainer.exec_check_command(
-                        apptainer_exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)
-                    ),
-                    log,
-                )
-                sif_data = json.loads(sif_report.read_text()) if sif_report.is_file() else None
-                result["sif"] = {"path": opts.sif, "exit": code, "report": sif_data}
-                done(code == 0, f"exit {code}")
-                if code != 0:
-                    raise BuildFailed("the smoke suite failed inside the SIF; no tag was moved.", fix=f"see {log}")
 
             # 4. push (credentials from the engine's config only), then the final tag
             torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
@@ -336,6 +304,135 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             report_mod.write_json(result, opts.json)
         with log.open("a") as fh:
             fh.write(f"\nphases: {json.dumps(result['seconds'])}\n")
+
+
+def _sif_phase(
+    exe: str,
+    variant: spec_mod.VariantSpec,
+    definition: str,
+    sif_tmp: Path,
+    sif: str,
+    workdir: Path,
+    log: Path,
+    gpus: bool,
+    progress: Progress,
+    timed: Callable[[str], Callable[..., None]],
+) -> dict[str, Any]:
+    """Build the SIF (running %test where the spec's promises can hold here) and run the smoke suite
+    in it; raises BuildFailed. The SIF is built at ``sif_tmp``; the caller moves it into place."""
+    done = timed("sif build")
+    promises_hold = not variant.promises.gpu or gpus
+    def_file = workdir / "torchenv-ngc.def"
+    def_file.write_text(definition)
+    progress.phase(f"building the SIF {sif} ({'with' if promises_hold else 'without'} %test)")
+    code = apptainer.run(apptainer.build_command(exe, str(sif_tmp), str(def_file), run_test=promises_hold), log)
+    done(code == 0)
+    if code != 0:
+        raise BuildFailed(f"apptainer build failed (exit {code}).", fix=f"see {log}")
+    done = timed("sif test")
+    if not promises_hold:
+        done(False, "not run: the spec promises a GPU and this host has none")
+        raise BuildFailed(
+            "the SIF's test cannot run here: the spec promises a GPU.",
+            fix=f"build on a GPU node, or run `apptainer test --nv {sif}` there",
+        )
+    sif_out = workdir / "sif-out"
+    sif_out.mkdir()
+    sif_out.chmod(0o777)
+    sif_report = sif_out / "report.json"
+    progress.phase(f"checking inside the SIF (GPUs: {'--nv' if gpus else 'none on this host'})")
+    code = apptainer.run(
+        apptainer.exec_check_command(exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)), log
+    )
+    data = json.loads(sif_report.read_text()) if sif_report.is_file() else None
+    done(code == 0, f"exit {code}")
+    if code != 0:
+        raise BuildFailed("the smoke suite failed inside the SIF; nothing was tagged or kept.", fix=f"see {log}")
+    return {"path": sif, "exit": code, "report": data}
+
+
+def build_apptainer_only(opts: Options, out: Callable[[str], None] = print) -> int:
+    """Apptainer-only sites: the SIF straight from the base reference, torchenv added by %files and
+    %post, checked the same way; the SIF appears at ``opts.sif`` only when its check passed."""
+    stack = spec_mod.load(opts.spec)
+    variant = stack.variant("ngc")
+    certs = [validate_ca_cert(c) for c in opts.ca_certs]
+    if not opts.sif:
+        raise TorchenvError(
+            "--engine apptainer builds a SIF and needs --sif PATH.", fix="pass --sif PATH (e.g. --sif torchenv-ngc.sif)"
+        )
+    if opts.push or opts.tag:
+        raise TorchenvError(
+            "--push and --tag need a Docker or podman engine.",
+            fix="drop them with --engine apptainer (the SIF file is the artifact)",
+        )
+    exe = apptainer.executable()
+    run_id = uuid.uuid4().hex[:10]
+    reports_dir = Path(opts.json).resolve().parent if opts.json else Path.cwd() / "reports"
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    log = Path(opts.log) if opts.log else reports_dir / "ngc-build.log"
+    log.write_text(f"torchenv build ngc --engine apptainer {run_id}\n")
+    workdir = Path(tempfile.mkdtemp(prefix=f"torchenv-ngc-{run_id}-"))
+    sif_tmp = Path(f"{opts.sif}.tmp-{run_id}")
+    phases: list[Phase] = []
+    base = opts.base or ngc.image_reference(variant)
+    result: dict[str, Any] = {
+        "schema": "torchenv.build/1",
+        "variant": "ngc",
+        "engine": "apptainer",
+        "run_id": run_id,
+        "base": base,
+        "spec": {"path": stack.path, "hash": variant.spec_hash},
+        "log": str(log),
+    }
+
+    def timed(name: str) -> Callable[..., None]:
+        t0 = time.monotonic()
+
+        def done(ok: bool, detail: str = "") -> None:
+            phases.append(Phase(name, round(time.monotonic() - t0, 2), ok, detail))
+
+        return done
+
+    progress = Progress()
+    try:
+        with _sigterm_as_interrupt():
+            ctx = workdir / "context"
+            ctx.mkdir()
+            make_context(ctx, Path(stack.path), certs, log)
+            definition = ngc.render_definition(variant, ngc.bootstrap_for(base), files_from=str(ctx))
+            result["sif"] = _sif_phase(
+                exe,
+                variant,
+                definition,
+                sif_tmp,
+                opts.sif,
+                workdir,
+                log,
+                facts.nvml_driver() is not None,
+                progress,
+                timed,
+            )
+            sif_tmp.replace(opts.sif)
+            result["outcome"] = "passed"
+            out(report_mod.summary(result["sif"]["report"]))
+            progress.phase(f"PASSED: SIF {opts.sif}")
+            return 0
+    except BuildFailed as exc:
+        result["outcome"] = "failed"
+        result["error"] = exc.render()
+        raise
+    except KeyboardInterrupt:
+        result["outcome"] = "interrupted"
+        raise
+    finally:
+        if sif_tmp.exists():
+            sif_tmp.unlink()
+        shutil.rmtree(workdir, ignore_errors=True)
+        result["phases"] = [p.__dict__ for p in phases]
+        result["seconds"] = {p.name: p.seconds for p in phases}
+        if opts.json:
+            report_mod.write_json(result, opts.json)
 
 
 def _cleanup(engine: DockerEngine, run_id: str, tmp_tag: str, workdir: Path, sif_tmp: Path | None) -> None:

@@ -288,3 +288,33 @@ def test_ctrl_c_leaves_nothing_behind(engine: Any, tmp_path: Path, phase: str) -
     assert "interrupted" in rest
     assert _leftovers(engine) == ([], [])
     assert not [t for img in engine.client.images.list() for t in img.tags if t == tag]
+
+
+def test_apptainer_only_site_builds_and_checks_a_sif(tmp_path: Path) -> None:
+    """No Docker engine involved in the build: the SIF comes straight from the base reference (here
+    the stand-in through `docker-daemon:`, as a site mirror would be through `docker://`)."""
+    apptainer = os.environ.get("TORCHENV_APPTAINER") or shutil.which("apptainer")
+    if not apptainer:
+        pytest.skip("Apptainer is not available (tests/infra/make-apptainer-sid.sh + TORCHENV_APPTAINER)")
+    sif = tmp_path / "site.sif"
+    proc = _build(
+        "--engine",
+        "apptainer",
+        "--base",
+        f"docker-daemon:{STANDIN_IMAGE}",
+        "--sif",
+        str(sif),
+        "--json",
+        str(tmp_path / "a.json"),
+        env={"TORCHENV_APPTAINER": apptainer},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["engine"] == "apptainer" and result["outcome"] == "passed"
+    report = result["sif"]["report"]
+    assert report["summary"]["outcome"] == "passed" and report["spec"]["hash"] == result["spec"]["hash"]
+    assert report["facts"]["python"]["executable"].startswith("/usr")  # the image's python, not ours
+    assert sif.is_file() and not list(tmp_path.glob("site.sif.tmp-*"))
+    inspect = subprocess.run([apptainer, "inspect", "--labels", str(sif)], capture_output=True, text=True, cwd=tmp_path)
+    assert f"io.torchenv.spec-hash: {result['spec']['hash']}" in inspect.stdout

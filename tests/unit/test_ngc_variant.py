@@ -169,3 +169,35 @@ def test_ca_certificate_validation(tmp_path: Path) -> None:
     good = tmp_path / "ca.crt"
     good.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     assert build_ngc.validate_ca_cert(str(good)) == good
+
+
+def test_bootstrap_sources() -> None:
+    assert ngc.bootstrap_for("docker-daemon:local/x:1") == ngc.Bootstrap("docker-daemon", "local/x:1")
+    assert ngc.bootstrap_for("docker-archive:/tmp/x.tar") == ngc.Bootstrap("docker-archive", "/tmp/x.tar")
+    assert ngc.bootstrap_for("docker://nvcr.io/nvidia/pytorch:25.09-py3") == ngc.Bootstrap(
+        "docker", "nvcr.io/nvidia/pytorch:25.09-py3"
+    )
+    assert ngc.bootstrap_for("nvcr.io/nvidia/pytorch:25.09-py3").agent == "docker"
+
+
+def test_apptainer_only_definition_installs_torchenv_like_the_dockerfile(ngc_spec: spec.VariantSpec) -> None:
+    text = ngc.render_definition(
+        ngc_spec, ngc.Bootstrap("docker", "nvcr.io/nvidia/pytorch:25.09-py3"), files_from="/tmp/ctx"
+    )
+    assert "\n%files\n    /tmp/ctx/torchenv /opt/torchenv\n" in text
+    post = text.split("%post\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert post == ["    set -eu", *(f"    {cmd}" for cmd in ngc.INSTALL_COMMANDS)]
+    dockerfile_run = ngc.render_dockerfile(ngc_spec).split("RUN ", 1)[1]
+    assert dockerfile_run.replace(" \\\n && ", "\n").strip().splitlines() == list(ngc.INSTALL_COMMANDS)
+
+
+def test_apptainer_engine_needs_a_sif_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchenv import cli
+
+    assert cli.main(["build", "ngc", "--spec", str(STANDIN), "--engine", "apptainer"]) == 2
+    assert "--engine apptainer builds a SIF and needs --sif PATH" in capsys.readouterr().err
+    assert (
+        cli.main(["build", "ngc", "--spec", str(STANDIN), "--engine", "apptainer", "--sif", "x.sif", "--push", "r/x"])
+        == 2
+    )
+    assert "--push and --tag need a Docker or podman engine" in capsys.readouterr().err

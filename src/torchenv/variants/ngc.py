@@ -63,8 +63,24 @@ _LABEL_ARGS = {
 }
 
 
+#: torchenv's install into an image (the Dockerfile's RUN and, for Apptainer-only builds, %post):
+#: site CAs trusted, torchenv installed with --no-deps from its wheel, the base's torch proven
+#: untouched and torchenv's own dependencies proven present.
+INSTALL_COMMANDS = (
+    "if ls /opt/torchenv/ca-certificates/*.crt >/dev/null 2>&1; then "
+    "cp /opt/torchenv/ca-certificates/*.crt /usr/local/share/ca-certificates/ && update-ca-certificates; fi",
+    "before=\"$(python -c 'import torch; print(torch.__version__)')\"",
+    "python -m pip install --no-cache-dir --no-deps --no-index /opt/torchenv/wheels/torchenv-*.whl",
+    "after=\"$(python -c 'import torch; print(torch.__version__)')\"",
+    'test "$before" = "$after"',
+    'python -c "import pytest, packaging"',
+    "rm -rf /opt/torchenv/wheels",
+)
+
+
 def render_dockerfile(spec: VariantSpec) -> str:
     args = "\n".join(f'ARG {arg}="{labels(spec)[label]}"' for label, arg in _LABEL_ARGS.items())
+    run = " \\\n && ".join(INSTALL_COMMANDS)
     spec_labels = " \\\n".join(f'      {label}="${{{arg}}}"' for label, arg in _LABEL_ARGS.items())
     return f"""\
 # torchenv `ngc` variant: NVIDIA's PyTorch image plus torchenv, built and checked by
@@ -96,16 +112,7 @@ ENV PYTHONNOUSERSITE=1 \\
 # torchenv's own layer: the spec, site CA certificates (public; never credentials) and the
 # torchenv wheel. It installs with --no-deps and proves the base's torch stack is untouched.
 COPY torchenv/ /opt/torchenv/
-RUN if ls /opt/torchenv/ca-certificates/*.crt >/dev/null 2>&1; then \\
-        cp /opt/torchenv/ca-certificates/*.crt /usr/local/share/ca-certificates/ \\
-        && update-ca-certificates; \\
-    fi \\
- && before="$(python -c 'import torch; print(torch.__version__)')" \\
- && python -m pip install --no-cache-dir --no-deps --no-index /opt/torchenv/wheels/torchenv-*.whl \\
- && after="$(python -c 'import torch; print(torch.__version__)')" \\
- && test "$before" = "$after" \\
- && python -c "import pytest, packaging" \\
- && rm -rf /opt/torchenv/wheels
+RUN {run}
 """
 
 
@@ -135,14 +142,30 @@ class Bootstrap:
     source: str
 
 
-def render_definition(spec: VariantSpec, bootstrap: Bootstrap) -> str:
+def bootstrap_for(reference: str) -> Bootstrap:
+    """An image reference as Apptainer's source: ``docker-daemon:IMG``, ``docker-archive:TAR``, or
+    a registry reference (``docker://`` optional)."""
+    for agent in ("docker-daemon", "docker-archive"):
+        if reference.startswith(f"{agent}:"):
+            return Bootstrap(agent, reference[len(agent) + 1 :])
+    return Bootstrap("docker", reference.removeprefix("docker://"))
+
+
+def render_definition(spec: VariantSpec, bootstrap: Bootstrap, files_from: str | None = None) -> str:
+    """The Apptainer definition. From a checked Docker image (``files_from`` None) torchenv is already
+    inside; for Apptainer-only sites ``files_from`` is the build context whose ``torchenv/`` folder
+    %files copies in and %post installs, exactly as the Dockerfile's layer does."""
     label_lines = "\n".join(f"    {k} {v}" for k, v in labels(spec).items() if v)
+    install = ""
+    if files_from is not None:
+        post = "\n".join(f"    {cmd}" for cmd in INSTALL_COMMANDS)
+        install = f"\n%files\n    {files_from}/torchenv /opt/torchenv\n\n%post\n    set -eu\n{post}\n"
     return f"""\
 # torchenv `ngc` variant as an Apptainer image. Rendered by `torchenv render ngc --apptainer`
 # from env/stack.toml [variants.ngc] (spec hash {spec.spec_hash}).
 Bootstrap: {bootstrap.agent}
 From: {bootstrap.source}
-
+{install}
 %labels
 {label_lines}
 
