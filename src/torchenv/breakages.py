@@ -423,6 +423,19 @@ REGISTRY: tuple[Breakage, ...] = (
     ),
 )
 
+REGISTRY += (
+    Breakage(
+        id="torch-not-installed",
+        symptom="ModuleNotFoundError: No module named 'torch'",
+        patterns=(r"No module named 'torch'",),
+        cause=_const("torch is not installed in the interpreter that runs torchenv"),
+        fix=_const(
+            "run torchenv with the environment's own interpreter (e.g. `.nox/pip/bin/torchenv check`, or "
+            "inside the image/SIF), or build the variant first (`nox -s pip`)"
+        ),
+    ),
+)
+
 BY_ID: dict[str, Breakage] = {b.id: b for b in REGISTRY}
 
 

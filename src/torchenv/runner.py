@@ -122,10 +122,13 @@ def pytest_command(python: str, run_dir: Path, groups: Sequence[str], deselect: 
         "--color=no",
         "-o",
         "console_output_style=classic",
+        # a module that cannot be imported (e.g. no torch) is one failed check, not the end of the run
+        "--continue-on-collection-errors",
         *targets,
     ]
     for nodeid in deselect:
-        cmd += ["--deselect", nodeid]
+        # a module that failed to import is left out whole (deselecting would import it again)
+        cmd += ["--ignore", str(SMOKE_DIR / nodeid)] if "::" not in nodeid else ["--deselect", nodeid]
     return cmd
 
 
@@ -227,7 +230,7 @@ def run_suite(
                         elif kind == "start":
                             current = (ev["nodeid"], time.monotonic())
                         elif kind == "result":
-                            progressed = True
+                            progressed = progressed or ev["nodeid"] not in done
                             current = None
                             record(
                                 CheckResult(

@@ -205,3 +205,15 @@ def test_mismatched_torch_and_torchvision_is_diagnosed(tmp_path: Path) -> None:
     assert run.check("tensor.svd_reconstruction[float64]")["outcome"] == "passed"
     assert run.check("facts.torch_version")["outcome"] == "failed"
     assert os.path.exists(run.report["log"])
+
+
+def test_no_torch_at_all_is_diagnosed_and_ends(tmp_path: Path) -> None:
+    """An interpreter without torch: every module that imports torch is one failed check (not a
+    relaunch loop), the rest still runs, and the diagnosis says torch is missing."""
+    run = run_check(sys.executable, tmp=tmp_path, timeout=120)
+    assert run.code == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.report["summary"]["launches"] <= 2
+    collect = run.check("tensor.<collect>")
+    assert collect["outcome"] == "failed" and collect["diagnosis"]["id"] == "torch-not-installed"
+    assert run.check("facts.python_version")["outcome"] == "passed"
+    assert run.check("facts.import_without_ld_library_path")["diagnosis"]["id"] == "torch-not-installed"

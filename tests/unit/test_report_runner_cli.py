@@ -124,3 +124,15 @@ def test_build_of_an_unbuilt_variant_explains(capsys: pytest.CaptureFixture[str]
 def test_bad_usage_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", "--bogus"]) == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_module_that_failed_to_import_is_ignored_not_deselected(tmp_path: Path) -> None:
+    """Deselecting a module re-imports it; a relaunch must leave a broken module out whole."""
+    cmd = runner.pytest_command("py", tmp_path, [], ["test_tensor.py", "test_cnn.py::test_train[cpu]"])
+    assert "--continue-on-collection-errors" in cmd
+    assert cmd[-4:] == [
+        "--ignore",
+        str(runner.SMOKE_DIR / "test_tensor.py"),
+        "--deselect",
+        "test_cnn.py::test_train[cpu]",
+    ]
