@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,15 +55,23 @@ def _as_nobody() -> str | None:
     return "65534" if os.geteuid() == 0 and shutil.which("setpriv") else None
 
 
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder the non-root user can write. Not pytest's tmp_path: pytest resets its parent
+    (/tmp/pytest-of-root) to mode 0700 whenever a pytest session starts."""
+    folder = Path(tempfile.mkdtemp(prefix="torchenv-nonroot-", dir="/tmp"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_full_suite_passes_on_cpu(torch_python: str, tmp_path: Path) -> None:
+def test_full_suite_passes_on_cpu(torch_python: str, shared_tmp: Path) -> None:
+    tmp_path = shared_tmp
     user = _as_nobody()
     if user:
-        tmp_path.chmod(0o777)
-        for parent in tmp_path.parents:
-            if parent == Path("/tmp") or parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o005)
         probe = subprocess.run(
             [
                 "setpriv",
