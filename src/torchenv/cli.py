@@ -116,6 +116,7 @@ COMMAND_MODULES: list[str] = [
     "torchenv.pack",
     "torchenv.modulefile",
     "torchenv.doctor",
+    "torchenv.submit",
 ]
 
 

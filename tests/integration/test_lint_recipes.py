@@ -19,6 +19,12 @@ SCRIPTS = [
     ROOT / "tests" / "infra" / "make-ngc-standin.sh",
     ROOT / "tests" / "infra" / "make-apptainer-sid.sh",
     ROOT / "tests" / "infra" / "apptainer-sid",
+    ROOT / "tests" / "infra" / "slurm-up.sh",
+    ROOT / "tests" / "infra" / "slurm-down.sh",
+    ROOT / "tests" / "infra" / "slurm-env.sh",
+    ROOT / "tests" / "fixtures" / "submit" / "cpu-1node.sbatch",  # torchenv submit's renderings, as tested
+    ROOT / "tests" / "fixtures" / "submit" / "image-2node-gpu.sbatch",
+    ROOT / "tests" / "fixtures" / "submit" / "venv-2node-bench.sbatch",
 ]
 
 
