@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from torchenv import facts
+from torchenv import cnn_notebook, facts
 from torchenv import report as report_mod
 from torchenv import spec as spec_mod
 from torchenv.engines import apptainer
@@ -47,6 +47,7 @@ class Options:
     sif: str | None = None
     push: str | None = None
     json: str | None = None
+    sbom: str | None = None
     log: str | None = None
 
 
@@ -228,7 +229,7 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             out_dir.chmod(0o777)
             status, logs = engine.run(
                 tmp_tag,
-                ngc.check_command(),
+                ngc.check_command(notebook=cnn_notebook.promised(variant.packages)),
                 ngc.run_options(gpus=gpus, out_dir=str(out_dir)),
                 labels={"io.torchenv.build": run_id},
                 timeout=CHECK_TIMEOUT,
@@ -245,6 +246,14 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
                 )
             check_report = json.loads(report_file.read_text())
             result["check"] = check_report
+            # `torchenv check --json` in the container wrote the SBOM of what it checked beside its report;
+            # the image itself carries the one its RUN step wrote (label io.torchenv.sbom).
+            sbom_file = out_dir / "report.cdx.json"
+            result["sbom"] = {"in_image": ngc.SBOM_IN_IMAGE, "path": None}
+            if opts.sbom and sbom_file.is_file():
+                Path(opts.sbom).resolve().parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(sbom_file, opts.sbom)
+                result["sbom"]["path"] = opts.sbom
             out(report_mod.summary(check_report))
             done(status == 0, check_report["summary"]["outcome"])
             if status != 0:

@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", metavar="SECONDS", type=float, help="cap every check's timeout (default: per group, 60-300 s)"
     )
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    check.add_argument(
+        "--notebook",
+        action="store_true",
+        help="also run the CNN notebook headless in a Jupyter kernel of this environment (check "
+        "notebook.cnn_single_gpu); the executed notebook goes beside the report (<report>.ipynb)",
+    )
+    check.add_argument(
+        "--sbom",
+        metavar="PATH",
+        help="write a CycloneDX SBOM of this environment here (with --json one is always written, by "
+        "default beside the report as <report>.cdx.json)",
+    )
 
     build = sub.add_parser("build", help="build a variant's environment and check it")
     build.add_argument("variant_name", metavar="VARIANT", help="pip or ngc (conda, source: see README)")
@@ -82,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--reuse", action="store_true", help="reuse an existing environment without reinstalling (like nox -R)"
+    )
+    build.add_argument(
+        "--sbom",
+        metavar="PATH",
+        help="also write the checked environment's CycloneDX SBOM here (always: <reports>/<variant>.cdx.json; "
+        "ngc images carry theirs at /opt/torchenv/sbom.cdx.json, label io.torchenv.sbom)",
     )
     ngc_opts = build.add_argument_group("ngc variant")
     ngc_opts.add_argument("--base", metavar="IMAGE", help="base image (default: the spec's NGC reference)")
@@ -117,6 +135,8 @@ COMMAND_MODULES: list[str] = [
     "torchenv.modulefile",
     "torchenv.doctor",
     "torchenv.submit",
+    "torchenv.kernel",
+    "torchenv.sbom",
 ]
 
 
@@ -152,7 +172,7 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         raise TorchenvError(
             f"torchenv check --only: unknown group {bad[0]!r}.", fix=f"use one of {', '.join(runner.GROUPS)}"
         )
-    for out in (args.json, args.junit):
+    for out in (args.json, args.junit, args.sbom):
         if out:
             _writable(out)
 
@@ -164,9 +184,28 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.quiet:
         print(f"torchenv check: running the smoke suite for variant '{variant.name}' ", end="", flush=True)
     run = runner.run_suite(variant, groups=args.only, timeout=args.timeout, on_result=progress)
+    notebook_section = None
+    if args.notebook:
+        from torchenv import notebook
+
+        notebook_section = notebook.add_to_run(
+            run,
+            variant=variant.name,
+            spec_hash=variant.spec_hash,
+            report_path=args.json,
+            timeout=args.timeout,
+            on_result=progress,
+        )
     if not args.quiet:
         print("\n")
     report = report_mod.build(stack, variant, run, argv)
+    if notebook_section is not None:
+        report["notebook"] = notebook_section
+    sbom_path = args.sbom or (str(Path(args.json).with_suffix(".cdx.json")) if args.json else None)
+    if sbom_path:
+        from torchenv import sbom
+
+        report["sbom"] = str(sbom.write(sbom.for_report(report), sbom_path))
     if args.json:
         log_copy = Path(args.json).with_suffix(".log")
         shutil.copyfile(run.log_path, log_copy)
@@ -214,6 +253,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 sif=args.sif,
                 push=args.push,
                 json=args.json,
+                sbom=args.sbom,
             )
         )
     stack = spec_mod.load(args.spec)
@@ -237,6 +277,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         python=args.python or f"python{variant.python}",
     )
     steps = variants.get(args.variant_name).plan(variant, target)
+    if args.sbom:  # the plan's check step writes it (torchenv check --sbom)
+        steps = tuple(
+            dataclasses.replace(s, argv=(*s.argv, "--sbom", str(Path(args.sbom).resolve()))) if s.name == "check" else s
+            for s in steps
+        )
     skip = ("create", "install") if args.reuse else ()
     return cmd.run_plan(steps, skip_kinds=skip)
 

@@ -4,7 +4,7 @@
 # wheels. Idempotent: an existing image is kept. Needs root, a running Docker engine, debootstrap.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-IMAGE=${1:-local/ngc-standin:2.13.0-cpu}
+IMAGE=${1:-local/ngc-standin:2.13.0-cpu-jupyter}
 WORK=${TORCHENV_INFRA_DIR:-/var/tmp/torchenv-infra}
 DOCKER=${DOCKER:-/usr/bin/docker}
 mkdir -p "$WORK"
@@ -28,7 +28,7 @@ fi
 ctx="$WORK/standin-ctx"
 rm -rf "$ctx" && mkdir -p "$ctx/wheels"
 python3.11 -m pip download --quiet --only-binary=:all: -d "$ctx/wheels" \
-  torch==2.13.0 pytest packaging numpy
+  torch==2.13.0 pytest packaging numpy ipykernel nbclient nbformat matplotlib
 cp "$here/ngc-standin.Dockerfile" "$ctx/Dockerfile"
 "$DOCKER" build -q -t "$IMAGE" "$ctx"
 rm -rf "$ctx"

@@ -29,7 +29,7 @@ import pytest
 from ..conftest import ROOT
 
 STANDIN_SPEC = ROOT / "tests" / "infra" / "ngc-standin.toml"
-STANDIN_IMAGE = "local/ngc-standin:2.13.0-cpu"
+STANDIN_IMAGE = "local/ngc-standin:2.13.0-cpu-jupyter"
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 
@@ -171,6 +171,8 @@ def test_build_checks_tags_sif_push_and_keeps_secrets_out(engine: Any, registry:
         str(tmp_path / "build.json"),
         "--push",
         f"{registry}/torchenv",
+        "--sbom",
+        str(tmp_path / "image.cdx.json"),
     ]
     apptainer = os.environ.get("TORCHENV_APPTAINER") or shutil.which("apptainer")
     if apptainer:
@@ -193,6 +195,21 @@ def test_build_checks_tags_sif_push_and_keeps_secrets_out(engine: Any, registry:
         assert labels["io.torchenv.spec-hash"] == result["spec"]["hash"]
         assert labels["io.torchenv.torch"] == "2.13.0+cpu" and labels["io.torchenv.cuda"] == "none"
         assert labels["org.opencontainers.image.base.name"] == STANDIN_IMAGE
+        # the image carries its SBOM (read without starting it) and it equals what the check saw
+        assert labels["io.torchenv.sbom"] == "/opt/torchenv/sbom.cdx.json"
+        container = engine.client.containers.create(tag, ["true"])
+        try:
+            stream, _ = container.get_archive(labels["io.torchenv.sbom"])
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                baked = json.load(tar.extractfile("sbom.cdx.json"))  # type: ignore[arg-type]
+        finally:
+            container.remove()
+        checked = json.loads((tmp_path / "image.cdx.json").read_text())
+        pairs = {(c["name"], c["version"]) for c in baked["components"]}
+        assert pairs == {(c["name"], c["version"]) for c in checked["components"]}
+        assert ("torch", "2.13.0+cpu") in pairs and baked["metadata"]["component"]["type"] == "container"
+        # the CNN notebook ran inside the image too (the stand-in ships Jupyter)
+        assert any(c["check"] == "notebook.cnn_single_gpu" and c["outcome"] == "passed" for c in check["checks"])
         # torchenv's own layers are small (the bound: 50 MB)
         base_size = engine.client.images.get(STANDIN_IMAGE).attrs["Size"]
         added = engine.client.images.get(tag).attrs["Size"] - base_size

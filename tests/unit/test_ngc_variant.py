@@ -75,11 +75,12 @@ def test_build_args_describe_the_spec_used(standin_spec: spec.VariantSpec) -> No
         "MIN_DRIVER": "",
         "ARCH_LIST": "",
         "REQUIRES_GPU": "false",
-        "BASE_IMAGE": "local/ngc-standin:2.13.0-cpu",
+        "BASE_IMAGE": "local/ngc-standin:2.13.0-cpu-jupyter",
         "TORCHENV_VERSION": "0.1.0",
         "VCS_REF": "abc",
         "BUILD_DATE": "2026-11-29T00:00:00+00:00",
         "SOURCE_URL": "https://example.invalid/torchenv.git",
+        "SBOM_PATH": "/opt/torchenv/sbom.cdx.json",
     }
     other = ngc.build_args(standin_spec, base="other:1", vcs_ref="", build_date="", source_url="")
     assert other["BASE_IMAGE"] == "other:1"

@@ -121,6 +121,7 @@ def test_plan_is_exact(pip_spec: spec.VariantSpec, tmp_path: Path) -> None:
                 str(tmp_path / "reports" / "pip.json"),
                 "--junit",
                 str(tmp_path / "reports" / "pip.junit.xml"),
+                "--notebook",  # the pip variant installs what the CNN notebook needs
             ),
         ),
     ]
@@ -133,4 +134,8 @@ def test_requirements_from_spec(pip_spec: spec.VariantSpec) -> None:
         "numpy",
         "pytest",
         "packaging",
+        "nbclient",
+        "nbformat",
+        "ipykernel",
+        "matplotlib",
     ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from torchenv import cnn_notebook
 from torchenv.spec import VariantSpec
 
 
@@ -68,5 +69,7 @@ def check_step(spec: VariantSpec, target: Target, torchenv_exe: str) -> Step:
             str(report),
             "--junit",
             str(target.report_dir / f"{spec.name}.junit.xml"),
+            # the CNN notebook too, wherever the variant installs what it needs (nbclient, ipykernel, ...)
+            *(("--notebook",) if cnn_notebook.promised(spec.packages) else ()),
         ),
     )

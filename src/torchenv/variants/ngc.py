@@ -17,6 +17,7 @@ from torchenv import __version__
 from torchenv.spec import VariantSpec
 
 SPEC_IN_IMAGE = "/opt/torchenv/stack.toml"
+SBOM_IN_IMAGE = "/opt/torchenv/sbom.cdx.json"  # CycloneDX JSON of every Python package in the image
 REPORT_DIR_IN_CONTAINER = "/torchenv-out"
 CHECK_UID = "65534:65534"  # nobody: clusters run images as an unprivileged user
 SHM_SIZE = "8g"  # DataLoader workers pass batches through /dev/shm; Docker's default is 64 MB
@@ -47,6 +48,7 @@ def labels(spec: VariantSpec) -> dict[str, str]:
         f"{LABEL_PREFIX}.min-driver": spec.build.min_driver or "",
         f"{LABEL_PREFIX}.arch-list": " ".join(spec.build.arch_list),
         f"{LABEL_PREFIX}.requires-gpu": "true" if spec.promises.gpu else "false",
+        f"{LABEL_PREFIX}.sbom": SBOM_IN_IMAGE,
     }
 
 
@@ -60,12 +62,13 @@ _LABEL_ARGS = {
     f"{LABEL_PREFIX}.min-driver": "MIN_DRIVER",
     f"{LABEL_PREFIX}.arch-list": "ARCH_LIST",
     f"{LABEL_PREFIX}.requires-gpu": "REQUIRES_GPU",
+    f"{LABEL_PREFIX}.sbom": "SBOM_PATH",
 }
 
 
 #: torchenv's install into an image (the Dockerfile's RUN and, for Apptainer-only builds, %post):
 #: site CAs trusted, torchenv installed with --no-deps from its wheel, the base's torch proven
-#: untouched and torchenv's own dependencies proven present.
+#: untouched, torchenv's own dependencies proven present, and the image's SBOM written.
 INSTALL_COMMANDS = (
     "if ls /opt/torchenv/ca-certificates/*.crt >/dev/null 2>&1; then "
     "cp /opt/torchenv/ca-certificates/*.crt /usr/local/share/ca-certificates/ && update-ca-certificates; fi",
@@ -74,6 +77,7 @@ INSTALL_COMMANDS = (
     "after=\"$(python -c 'import torch; print(torch.__version__)')\"",
     'test "$before" = "$after"',
     'python -c "import pytest, packaging"',
+    f"python -m torchenv sbom --spec {SPEC_IN_IMAGE} --variant ngc --kind container --output {SBOM_IN_IMAGE}",
     "rm -rf /opt/torchenv/wheels",
 )
 
@@ -184,8 +188,10 @@ From: {bootstrap.source}
 """
 
 
-def check_command(report_name: str = "report.json") -> list[str]:
-    return ["torchenv", "check", "--variant", "ngc", "--json", f"{REPORT_DIR_IN_CONTAINER}/{report_name}"]
+def check_command(report_name: str = "report.json", *, notebook: bool = False) -> list[str]:
+    """``--notebook`` where the spec promises the notebook's packages (NGC images ship Jupyter)."""
+    cmd = ["torchenv", "check", "--variant", "ngc", "--json", f"{REPORT_DIR_IN_CONTAINER}/{report_name}"]
+    return [*cmd, "--notebook"] if notebook else cmd
 
 
 def run_options(*, gpus: bool, out_dir: str) -> dict[str, Any]:
