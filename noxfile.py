@@ -4,6 +4,7 @@
   nox -s lock      regenerate env/pip.lock (and env/conda-linux-64.lock where conda-forge is reachable)
   nox -s ngc       build, check and tag the NGC-based image (-- --sif PATH for an Apptainer SIF)
   nox -s conda     build the conda variant and check it (-- pack PATH to conda-pack it)
+  nox -s source    build PyTorch from the spec's tags with containers/source/build.sh (-- --container)
   nox -s tests     the project's own tests (builds the pip variant first: the smoke suite runs for real)
   nox -s lint      ruff + mypy --strict
 
@@ -219,8 +220,22 @@ def conda(session: nox.Session) -> None:
 def ngc(session: nox.Session) -> None:
     """Build the ngc image, check it inside itself, tag it (and --sif / --push when asked):
     `nox -s ngc -- [torchenv build ngc options]`. The builder needs the Docker SDK, not torch."""
-    session.install(".[build]")
+    session.install("-e", ".[build]")  # -e: the build reads containers/ngc from the checkout
     session.run("torchenv", "build", "ngc", "--spec", str(STACK), "--json", str(REPORTS / "ngc.json"), *session.posargs)
+
+
+@nox.session(python=PIP_PYTHON)
+def source(session: nox.Session) -> None:
+    """Build the source variant: PyTorch (and torchvision) from the spec's tags with
+    containers/source/build.sh on this host (bare metal), installed into build/source/venv and checked;
+    `-- --container` builds the multi-stage image through the Docker engine instead. Further options
+    go to `torchenv build source`: --src DIR, --vision-src DIR, --work DIR, --dry-run, --no-ccache,
+    --check-only GROUP, --python EXE; with --container also --base/--runtime IMAGE, --tag, --ca-cert."""
+    session.install("-e", ".[build]" if "--container" in session.posargs else ".")  # -e: build.sh is in the checkout
+    session.run(
+        "torchenv", "build", "source", "--spec", str(STACK), "--reports", str(REPORTS),
+        "--json", str(REPORTS / "source-build.json"), *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(python=PIP_PYTHON)

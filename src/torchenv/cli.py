@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     build = sub.add_parser("build", help="build a variant's environment and check it")
-    build.add_argument("variant_name", metavar="VARIANT", help="pip or ngc (conda, source: see README)")
+    build.add_argument("variant_name", metavar="VARIANT", help="pip, conda, ngc or source")
     build.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
     build.add_argument(
         "--venv",
@@ -115,6 +115,45 @@ def _parser() -> argparse.ArgumentParser:
     ngc_opts.add_argument("--sif", metavar="PATH", help="also build an Apptainer SIF from the checked image")
     ngc_opts.add_argument("--push", metavar="REPO", help="push the checked image (engine credentials only)")
     ngc_opts.add_argument("--json", metavar="PATH", help="write the build report (phases, image, check) here")
+    src_opts = build.add_argument_group(
+        "source variant (--base, --tag, --engine, --ca-cert, --json also apply to --container)"
+    )
+    src_opts.add_argument(
+        "--src", metavar="DIR", help="PyTorch from DIR: a checkout at the spec's tag (built in place) or a mirror"
+    )
+    src_opts.add_argument("--vision-src", metavar="DIR", help="torchvision from DIR, as --src")
+    src_opts.add_argument(
+        "--work",
+        metavar="DIR",
+        default="build/source",
+        help="checkouts, build venv, wheels, ccache, log (default: build/source)",
+    )
+    src_opts.add_argument(
+        "--dry-run", action="store_true", help="print every command and variable in order; run nothing"
+    )
+    src_opts.add_argument(
+        "--container", action="store_true", help="build containers/source/Dockerfile through the engine instead"
+    )
+    src_opts.add_argument(
+        "--runtime",
+        metavar="IMAGE",
+        help="--container: the runtime stage's image (default: the CUDA runtime image of the spec's CUDA)",
+    )
+    src_opts.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="the venvs see the base interpreter's packages (an image that ships torch)",
+    )
+    src_opts.add_argument(
+        "--no-ccache", dest="ccache", action="store_false", help="do not use ccache even when it is on PATH"
+    )
+    src_opts.add_argument(
+        "--check-only",
+        metavar="GROUP",
+        action="append",
+        default=[],
+        help="check only this smoke-suite group (repeatable)",
+    )
 
     spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
     _spec_args(spec)
@@ -137,6 +176,7 @@ COMMAND_MODULES: list[str] = [
     "torchenv.submit",
     "torchenv.kernel",
     "torchenv.sbom",
+    "torchenv.plan",
 ]
 
 
@@ -254,6 +294,30 @@ def cmd_build(args: argparse.Namespace) -> int:
                 push=args.push,
                 json=args.json,
                 sbom=args.sbom,
+            )
+        )
+    if args.variant_name == "source":
+        from torchenv import build_source
+
+        return build_source.build(
+            build_source.Options(
+                spec=args.spec,
+                work=args.work,
+                src=args.src,
+                vision_src=args.vision_src,
+                python=args.python,
+                reports=args.reports,
+                system_site_packages=args.system_site_packages,
+                ccache=args.ccache,
+                check_only=args.check_only,
+                dry_run=args.dry_run,
+                container=args.container,
+                base=args.base,
+                runtime=args.runtime,
+                tag=args.tag,
+                engine=args.engine,
+                ca_certs=args.ca_cert,
+                json=args.json,
             )
         )
     stack = spec_mod.load(args.spec)

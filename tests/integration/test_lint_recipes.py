@@ -13,7 +13,11 @@ import pytest
 
 from ..conftest import ROOT
 
-DOCKERFILES = [ROOT / "containers" / "ngc" / "Dockerfile", ROOT / "tests" / "infra" / "ngc-standin.Dockerfile"]
+DOCKERFILES = [
+    ROOT / "containers" / "ngc" / "Dockerfile",
+    ROOT / "tests" / "infra" / "ngc-standin.Dockerfile",
+    ROOT / "containers" / "source" / "Dockerfile",
+]
 SCRIPTS = [
     ROOT / ".ci" / "run",
     ROOT / "tests" / "infra" / "make-ngc-standin.sh",
@@ -25,6 +29,7 @@ SCRIPTS = [
     ROOT / "tests" / "fixtures" / "submit" / "cpu-1node.sbatch",  # torchenv submit's renderings, as tested
     ROOT / "tests" / "fixtures" / "submit" / "image-2node-gpu.sbatch",
     ROOT / "tests" / "fixtures" / "submit" / "venv-2node-bench.sbatch",
+    ROOT / "containers" / "source" / "build.sh",
 ]
 
 

@@ -47,9 +47,13 @@ class Variant(Protocol):
 
 
 def get(name: str) -> Variant:
-    from torchenv.variants import conda, pip
+    from torchenv.variants import conda, pip, source
 
-    registry: dict[str, Variant] = {"pip": pip.PipVariant(), "conda": conda.CondaVariant()}
+    registry: dict[str, Variant] = {
+        "pip": pip.PipVariant(),
+        "conda": conda.CondaVariant(),
+        "source": source.SourceVariant(),
+    }
     return registry[name]
 
 
