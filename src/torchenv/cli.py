@@ -177,6 +177,7 @@ COMMAND_MODULES: list[str] = [
     "torchenv.kernel",
     "torchenv.sbom",
     "torchenv.plan",
+    "torchenv.bench",
 ]
 
 
@@ -322,11 +323,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         )
     stack = spec_mod.load(args.spec)
     variant = stack.variant(args.variant_name)
-    if args.variant_name not in ("pip", "conda"):
-        raise TorchenvError(
-            f"torchenv build {args.variant_name}: this release builds the pip, conda and ngc variants only.",
-            fix="use `nox -s pip` / `torchenv build pip`; the source variant is tracked in the README's roadmap",
-        )
     project = Path(__file__).resolve().parents[2]
     if not (project / "pyproject.toml").is_file():
         raise TorchenvError(

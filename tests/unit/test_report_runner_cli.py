@@ -116,9 +116,10 @@ def test_check_refuses_unwritable_report_path(capsys: pytest.CaptureFixture[str]
     assert "cannot write the report to /proc/torchenv/report.json" in capsys.readouterr().err
 
 
-def test_build_of_an_unbuilt_variant_explains(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["build", "source", "--spec", str(STACK)]) == 2
-    assert "builds the pip, conda and ngc variants only" in capsys.readouterr().err
+def test_build_of_an_unknown_variant_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["build", "sourse", "--spec", str(STACK)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown variant 'sourse' (did you mean 'source'?)" in err and "Traceback" not in err
 
 
 def test_bad_usage_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
