@@ -24,7 +24,6 @@ import importlib.util
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 
 from torchenv import __version__, bench_logic, nvml, peaks
 from torchenv.bench_logic import CnnConfig, Item
-from torchenv.errors import ToolMissing, TorchenvError
+from torchenv.errors import ToolMissing, TorchenvError, require_writable
 
 SECTIONS = ("matmul", "copy", "cnn", "sweep", "profile")
 
@@ -462,20 +461,6 @@ def _tensorboard(out_dir: Path | None) -> tuple[Any | None, str]:
     return SummaryWriter(log_dir=str(logdir)), f"TensorBoard logs: {logdir} (tensorboard --logdir {out_dir})"
 
 
-def _check_writable(flag: str, path: str, folder: bool = False) -> None:
-    target = Path(path).resolve()
-    parent = target if folder else target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise TorchenvError(
-            f"torchenv bench {flag}: cannot write {path} ({exc.strerror}).",
-            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)",
-        ) from None
-
-
 def _require_matplotlib() -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise ToolMissing(
@@ -548,12 +533,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = peaks.parse_peaks(args.peak)
     if args.plot:
         _require_matplotlib()
-        _check_writable("--plot", args.plot)
+        require_writable(args.plot, "torchenv bench --plot")
     if args.json:
-        _check_writable("--json", args.json)
+        require_writable(args.json, "torchenv bench --json")
     out_dir = Path(args.profile) if args.profile else None
     if out_dir is not None:
-        _check_writable("--profile", str(out_dir), folder=True)
+        require_writable(str(out_dir), "torchenv bench --profile", folder=True)
     stack = spec_mod.load(args.spec)
     variant = stack.variant(args.variant or os.environ.get("TORCHENV_VARIANT") or "pip")
     sections = list(dict.fromkeys(args.only)) or [s for s in SECTIONS if s != "profile" or out_dir is not None]

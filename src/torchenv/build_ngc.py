@@ -17,11 +17,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from torchenv import cnn_notebook, facts
@@ -29,7 +27,7 @@ from torchenv import report as report_mod
 from torchenv import spec as spec_mod
 from torchenv.engines import apptainer
 from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
-from torchenv.errors import TorchenvError
+from torchenv.errors import TorchenvError, sigterm_as_interrupt
 from torchenv.variants import ngc
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -62,7 +60,8 @@ class Phase:
 class Progress:
     """Steps done/total, the current step and the elapsed time; one line per step off a TTY."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, label: str = "torchenv build ngc") -> None:
+        self.label = label
         self.stream = stream or sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.start = time.monotonic()
@@ -78,20 +77,8 @@ class Progress:
     def phase(self, text: str) -> None:
         if self.tty:
             self.stream.write("\r\033[K")
-        self.stream.write(f"torchenv build ngc: {text}\n")
+        self.stream.write(f"{self.label}: {text}\n")
         self.stream.flush()
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def validate_ca_cert(path: str) -> Path:
@@ -191,7 +178,7 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
         return done
 
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             # 1. context and build under a temporary tag
             done = timed("build")
             progress.phase(f"building {tmp_tag} from {opts.base or ngc.image_reference(variant)} (log: {log})")
@@ -405,7 +392,7 @@ def build_apptainer_only(opts: Options, out: Callable[[str], None] = print) -> i
 
     progress = Progress()
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             ctx = workdir / "context"
             ctx.mkdir()
             make_context(ctx, Path(stack.path), certs, log)

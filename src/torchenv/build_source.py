@@ -21,11 +21,9 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from torchenv import facts
@@ -35,7 +33,7 @@ from torchenv.build_ngc import Progress, validate_ca_cert
 from torchenv.engines import cmd
 from torchenv.engines import git as git_engine
 from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
-from torchenv.errors import TorchenvError
+from torchenv.errors import TorchenvError, sigterm_as_interrupt
 from torchenv.variants import ngc, source
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -132,26 +130,6 @@ def build_host(variant: spec_mod.VariantSpec, opts: Options) -> int:
 # --container
 
 
-class _Progress(Progress):
-    def phase(self, text: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-        self.stream.write(f"torchenv build source: {text}\n")
-        self.stream.flush()
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def check_command(check_only: list[str]) -> list[str]:
     cmd_ = ["torchenv", "check", "--variant", "source", "--json", f"{REPORT_DIR_IN_CONTAINER}/report.json"]
     for group in check_only:
@@ -229,7 +207,7 @@ def build_container(
     log = Path(opts.log) if opts.log else reports_dir / "source-build.log"
     log.write_text(f"torchenv build source --container {run_id} {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
     workdir = Path(tempfile.mkdtemp(prefix=f"torchenv-source-{run_id}-"))
-    progress = _Progress()
+    progress = Progress(label="torchenv build source")
     phases: dict[str, float] = {}
     result: dict[str, Any] = {
         "schema": "torchenv.build/1",
@@ -239,7 +217,7 @@ def build_container(
         "log": str(log),
     }
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             t0 = time.monotonic()
             args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
             progress.phase(f"building {tmp_tag} from {args['BUILDER_IMAGE']} (log: {log})")

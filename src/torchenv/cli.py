@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchenv import __version__
-from torchenv.errors import TorchenvError
+from torchenv.errors import TorchenvError, require_writable
 from torchenv.spec import Promises, StackSpec, VariantSpec
 
 
@@ -213,9 +213,9 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         raise TorchenvError(
             f"torchenv check --only: unknown group {bad[0]!r}.", fix=f"use one of {', '.join(runner.GROUPS)}"
         )
-    for out in (args.json, args.junit, args.sbom):
+    for flag, out in (("--json", args.json), ("--junit", args.junit), ("--sbom", args.sbom)):
         if out:
-            _writable(out)
+            require_writable(out, f"torchenv check {flag}")
 
     def progress(result: runner.CheckResult) -> None:
         if not args.quiet:
@@ -261,19 +261,6 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         if args.json:
             print(f"report: {args.json}")
     return report_mod.exit_code(report)
-
-
-def _writable(path: str) -> None:
-    parent = Path(path).resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise TorchenvError(
-            f"cannot write the report to {path} ({exc.strerror}).",
-            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)",
-        ) from None
 
 
 def cmd_build(args: argparse.Namespace) -> int:

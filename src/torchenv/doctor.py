@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from torchenv import __version__, breakages, compat, gpuarch
-from torchenv.errors import TorchenvError
+from torchenv.errors import require_writable
 from torchenv.spec import StackSpec, VariantSpec, python_matches, version_matches
 
 SCHEMA = "torchenv.doctor/1"
@@ -991,19 +990,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(run=run)
 
 
-def _check_writable(path: str) -> None:
-    parent = Path(path).resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise TorchenvError(
-            f"torchenv doctor --json: cannot write {path} ({exc.strerror}).",
-            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)",
-        ) from None
-
-
 def run(args: argparse.Namespace) -> int:
     from torchenv import facts as facts_mod
     from torchenv import spec as spec_mod
@@ -1013,7 +999,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in stack.warnings:
         print(f"torchenv: warning: {warning}", file=sys.stderr)
     if args.json:
-        _check_writable(args.json)
+        require_writable(args.json, "torchenv doctor --json")
     start = time.monotonic()
     gathered = facts_mod.doctor_facts()
     found = findings(gathered, variant)

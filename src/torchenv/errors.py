@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
 #: Exit statuses shared by every command.
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed / a problem was found
@@ -35,3 +42,35 @@ class SpecError(TorchenvError):
 
 class ToolMissing(TorchenvError):
     """A tool torchenv needs (docker, conda, a GPU, ...) is not available here."""
+
+
+def require_writable(path: str, what: str, *, folder: bool = False) -> None:
+    """Fail before any work when ``path`` (a file, or with ``folder`` a folder) cannot be written.
+
+    ``what`` names the command and option, e.g. "torchenv check --json".
+    """
+    target = Path(path).resolve()
+    parent = target if folder else target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise TorchenvError(
+            f"{what}: cannot write {path} ({exc.strerror}).",
+            fix="pass a path in a writable folder (e.g. under $TMPDIR or $HOME)",
+        ) from None
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system's cancel) cleans up like Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -26,19 +26,16 @@ import math
 import os
 import re
 import shlex
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 from torchenv import __version__, allreduce, breakages
 from torchenv.engines.slurm import JobState
-from torchenv.errors import TorchenvError
+from torchenv.errors import TorchenvError, sigterm_as_interrupt
 
 SCHEMA = "torchenv.submit/1"
 DEFAULT_TIMEOUT = 1800.0
@@ -930,18 +927,6 @@ def _request(args: argparse.Namespace) -> Request:
     )
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _prepare(target: Target) -> Path:
     target.directory.mkdir(parents=True, exist_ok=True)
     for pattern in ("check-*", "bench-*", "allreduce-*", "slurm-*.out"):
@@ -968,7 +953,7 @@ def run(args: argparse.Namespace) -> int:
     followed: dict[str, Followed] = {}
     started = time.monotonic()
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             for target in targets:
                 script = _prepare(target)
                 job_id = slurm.submit(script)

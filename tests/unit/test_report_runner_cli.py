@@ -113,7 +113,7 @@ def test_check_rejects_unknown_group(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_check_refuses_unwritable_report_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", "--spec", str(STACK), "--json", "/proc/torchenv/report.json"]) == 2
-    assert "cannot write the report to /proc/torchenv/report.json" in capsys.readouterr().err
+    assert "torchenv check --json: cannot write /proc/torchenv/report.json" in capsys.readouterr().err
 
 
 def test_build_of_an_unknown_variant_explains(capsys: pytest.CaptureFixture[str]) -> None:
