@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,24 @@ def torch_python() -> str:
     if probe.returncode != 0:
         pytest.fail(f"TORCHENV_TEST_PYTHON={path} cannot import torch: {probe.stderr.strip()[-300:]}")
     return path
+
+
+@pytest.fixture(scope="session")
+def mismatch_python() -> Path:
+    """torch 2.13.0+cpu beside torchvision 0.29.1 (a CUDA build made for torch 2.14): a real venv at
+    .nox/mismatch, made once (torch from this machine's wheels) and reused by check, conda and doctor
+    tests."""
+    venv = ROOT / ".nox" / "mismatch"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        try:
+            subprocess.run([*pip, "torch==2.13.0", "numpy", "pytest", "packaging"], check=True, timeout=900)
+            subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"cannot build the mismatched venv here (torch 2.13.0 + torchvision 0.29.1): {exc}")
+    return python
 
 
 def run_check(

@@ -4,7 +4,6 @@ right diagnosis, and that the rest of the suite still runs."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -168,18 +167,9 @@ def test_bad_spec_exits_2_without_traceback(torch_python: str, tmp_path: Path) -
     assert "Traceback" not in run.stderr + run.stdout
 
 
-def test_mismatched_torch_and_torchvision_is_diagnosed(tmp_path: Path) -> None:
+def test_mismatched_torch_and_torchvision_is_diagnosed(mismatch_python: Path, tmp_path: Path) -> None:
     """torch 2.13.0+cpu beside torchvision 0.29.1 (a CUDA build for torch 2.14): a real venv."""
-    venv = Path(__file__).resolve().parents[2] / ".nox" / "mismatch"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        try:
-            subprocess.run([*pip, "torch==2.13.0", "numpy", "pytest", "packaging"], check=True, timeout=900)
-            subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot build the mismatched venv here (torch 2.13.0 + torchvision 0.29.1): {exc}")
+    python = mismatch_python
     run = run_check(
         str(python),
         "--only",

@@ -61,27 +61,10 @@ def _with_conda_table(tmp_path: Path, table: str) -> Path:
     return out
 
 
-def _mismatch_python() -> Path:
-    """torch 2.13.0+cpu (a real CPU build); built as test_check_broken does when missing."""
-    venv = ROOT / ".nox" / "mismatch"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        try:
-            subprocess.run([*pip, "torch==2.13.0", "numpy", "pytest", "packaging"], check=True, timeout=900)
-            subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot build the CPU-torch venv here (torch 2.13.0+cpu): {exc}")
-    return python
-
-
-def test_a_cpu_build_fails_the_conda_check_on_a_gpu_node(tmp_path: Path) -> None:
+def test_a_cpu_build_fails_the_conda_check_on_a_gpu_node(mismatch_python: Path, tmp_path: Path) -> None:
     """As a GPU node runs it (the variant promises a GPU): the trap has its own diagnosis."""
     stack = _with_conda_table(tmp_path, TRAP_CONDA_TABLE)
-    run = run_check(
-        str(_mismatch_python()), "--variant", "conda", "--only", "facts", "--spec", str(stack), tmp=tmp_path
-    )
+    run = run_check(str(mismatch_python), "--variant", "conda", "--only", "facts", "--spec", str(stack), tmp=tmp_path)
     assert run.code == 1, run.stdout[-3000:]
     assert run.check("facts.torch_version")["outcome"] == "passed"  # the right version...
     cuda = run.check("facts.cuda_version")  # ...but a CPU build of it
@@ -91,11 +74,11 @@ def test_a_cpu_build_fails_the_conda_check_on_a_gpu_node(tmp_path: Path) -> None
     assert "CONDA_OVERRIDE_CUDA" in cuda["diagnosis"]["fix"]
 
 
-def test_a_cpu_build_fails_the_check_nox_runs_on_a_gpu_less_build_host(tmp_path: Path) -> None:
+def test_a_cpu_build_fails_the_check_nox_runs_on_a_gpu_less_build_host(mismatch_python: Path, tmp_path: Path) -> None:
     """As `nox -s conda` runs it on a login node (--no-expect-cuda): GPU checks skip, the CPU build still fails."""
     stack = _with_conda_table(tmp_path, TRAP_CONDA_TABLE)
     run = run_check(
-        str(_mismatch_python()),
+        str(mismatch_python),
         "--variant",
         "conda",
         "--only",

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ import pytest
 
 from torchenv import doctor, facts
 
-from ..conftest import ROOT
 from .conftest import SRC
 
 pytestmark = pytest.mark.slow  # each test starts doctor (import torch + torchvision: 3-10 s here)
@@ -109,23 +107,6 @@ def _fake_dist(site: Path, name: str, version: str) -> None:
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / "INSTALLER").write_text("pip\n")
-
-
-@pytest.fixture(scope="session")
-def mismatch_python() -> Path:
-    """torch 2.13.0+cpu beside torchvision 0.29.1 (a CUDA build made for torch 2.14): a real venv,
-    the same one tests/integration/test_check_broken.py uses (created here too if missing)."""
-    venv = ROOT / ".nox" / "mismatch"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        try:
-            subprocess.run([*pip, "torch==2.13.0", "numpy", "pytest", "packaging"], check=True, timeout=900)
-            subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot build the mismatched venv here (torch 2.13.0 + torchvision 0.29.1): {exc}")
-    return python
 
 
 @pytest.fixture(scope="session")
