@@ -17,9 +17,32 @@ from typing import Any
 
 import pytest
 
+from torchenv import spec as spec_mod
+
 from ..conftest import ROOT
 
 SRC = ROOT / "src"
+#: The CI's local stand-in for the NGC image (tests/infra/make-ngc-standin.sh) and the spec that
+#: states what it holds; the image name is read from that spec so the two cannot drift apart.
+STANDIN_SPEC = ROOT / "tests" / "infra" / "ngc-standin.toml"
+STANDIN_IMAGE = str(spec_mod.load(str(STANDIN_SPEC)).variant("ngc").options["image"])
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    """A Docker engine holding the NGC stand-in, else a skip saying how to get them."""
+    from torchenv.engines.docker import connect
+    from torchenv.errors import ToolMissing
+
+    try:
+        eng = connect("docker")
+    except ToolMissing as exc:
+        pytest.skip(exc.render())
+    try:
+        eng.client.images.get(STANDIN_IMAGE)
+    except Exception:
+        pytest.skip(f"the NGC stand-in {STANDIN_IMAGE} is missing: run tests/infra/make-ngc-standin.sh")
+    return eng
 
 
 @dataclass

@@ -27,26 +27,9 @@ from typing import Any
 import pytest
 
 from ..conftest import ROOT
+from .conftest import STANDIN_IMAGE, STANDIN_SPEC
 
-STANDIN_SPEC = ROOT / "tests" / "infra" / "ngc-standin.toml"
-STANDIN_IMAGE = "local/ngc-standin:2.13.0-cpu-jupyter"
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    from torchenv.engines.docker import connect
-    from torchenv.errors import ToolMissing
-
-    try:
-        eng = connect("docker")
-    except ToolMissing as exc:
-        pytest.skip(exc.render())
-    try:
-        eng.client.images.get(STANDIN_IMAGE)
-    except Exception:
-        pytest.skip(f"the NGC stand-in {STANDIN_IMAGE} is missing: run tests/infra/make-ngc-standin.sh")
-    return eng
 
 
 def _leftovers(engine: Any) -> tuple[list[str], list[str]]:

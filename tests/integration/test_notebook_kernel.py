@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import SRC, run_check
+from .conftest import SRC, STANDIN_IMAGE, run_check
 
 JUPYTER_MODULES = ("nbclient", "nbformat", "jupyter_client", "ipykernel", "matplotlib")
 NOTEBOOK = "notebook.cnn_single_gpu"
@@ -319,7 +319,7 @@ def sif_with_jupyter(tmp_path_factory: pytest.TempPathFactory) -> str:
     exe = _apptainer()
     sif = os.environ.get("TORCHENV_TEST_SIF")
     if not sif:
-        image = os.environ.get("TORCHENV_TEST_SIF_IMAGE", "local/ngc-standin:2.13.0-cpu-jupyter")
+        image = os.environ.get("TORCHENV_TEST_SIF_IMAGE", STANDIN_IMAGE)
         docker = shutil.which("docker")
         if not docker or subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode != 0:
             pytest.skip(f"no SIF: set TORCHENV_TEST_SIF, or make the Docker image {image} (tests/infra)")

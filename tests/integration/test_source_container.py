@@ -19,26 +19,10 @@ import pytest
 
 from torchenv import build_source, spec
 
+from .conftest import STANDIN_IMAGE
 from .test_source_build import FIXTURE_SPEC, make_fixture_repo
 
-STANDIN_IMAGE = "local/ngc-standin:2.13.0-cpu"
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    from torchenv.engines.docker import connect
-    from torchenv.errors import ToolMissing
-
-    try:
-        eng = connect("docker")
-    except ToolMissing as exc:
-        pytest.skip(exc.render())
-    try:
-        eng.client.images.get(STANDIN_IMAGE)
-    except Exception:
-        pytest.skip(f"the NGC stand-in {STANDIN_IMAGE} is missing: run tests/infra/make-ngc-standin.sh")
-    return eng
 
 
 def _leftovers(engine: Any, run_id: str) -> tuple[list[str], list[str]]:
