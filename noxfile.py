@@ -26,11 +26,11 @@ import nox.command
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from torchenv import spec as spec_mod  # noqa: E402 - the spec loader is pure Python, no deps
-from torchenv import variants  # noqa: E402
+from torchenv import plan as variants  # noqa: E402
 from torchenv.errors import TorchenvError  # noqa: E402
-from torchenv.variants import conda as conda_variant  # noqa: E402
-from torchenv.variants import pip as pip_variant  # noqa: E402
+from torchenv.plan import conda as conda_variant  # noqa: E402
+from torchenv.plan import pip as pip_variant  # noqa: E402
+from torchenv.spec import model as spec_mod  # noqa: E402 - the spec loader is pure Python, no deps
 
 STACK = ROOT / "env" / "stack.toml"
 REPORTS = ROOT / "reports"

@@ -24,8 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from torchenv import spec as spec_mod  # noqa: E402
 from torchenv.engines.docker import connect  # noqa: E402
+from torchenv.spec import model as spec_mod  # noqa: E402
 
 GOALS = {"layer_mb": 50.0, "rebuild_s": 20.0}
 TOUCHED = ROOT / "src" / "torchenv" / "__init__.py"

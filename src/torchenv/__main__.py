@@ -1,3 +1,3 @@
-from torchenv.cli import main
+from torchenv.cli.main import main
 
 raise SystemExit(main())

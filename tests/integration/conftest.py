@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from torchenv import spec as spec_mod
+from torchenv.spec import model as spec_mod
 
 from ..conftest import ROOT
 

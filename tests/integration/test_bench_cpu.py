@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from torchenv import bench_logic, compare
+from torchenv import compare
+from torchenv.bench import logic as bench_logic
 
 from .conftest import SRC, write_sitecustomize
 

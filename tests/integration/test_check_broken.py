@@ -19,7 +19,7 @@ def test_shuffled_labels_do_not_reach_the_floor(torch_python: str, tmp_path: Pat
     fault = write_sitecustomize(
         tmp_path / "fault",
         """
-import torchenv.smoke._data as data
+import torchenv.smoke.digits as data
 _real = data.load_digits
 def load_digits():
     import torch

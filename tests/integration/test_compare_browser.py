@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import cli, compare
+from torchenv import compare
+from torchenv.cli import main as cli
 
 from ..conftest import STACK
 from .conftest import run_check

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import spec, variants
+from torchenv import plan as variants
 from torchenv.errors import ToolMissing
-from torchenv.variants import conda
+from torchenv.plan import conda
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 from .conftest import run_check
@@ -218,8 +219,8 @@ def test_real_conda_build_check_and_pack(tmp_path: Path) -> None:
         pytest.skip(f"{tool.name} is here, but set TORCHENV_TEST_CONDA=1 only where conda-forge is reachable")
     if shutil.which("conda-pack") is None:
         pytest.skip("conda-pack is not on PATH (`pip install conda-pack`)")
-    from torchenv import cli
-    from torchenv.engines import cmd
+    from torchenv.cli import main as cli
+    from torchenv.engines import run as cmd
 
     variant = spec.load(str(STACK)).variant("conda")
     target = variants.Target(
@@ -267,7 +268,7 @@ def test_pack_plan_runs_with_real_conda_pack_tar_and_conda_unpack(tmp_path: Path
     conda_pack = shutil.which("conda-pack")
     if conda_pack is None:
         pytest.skip("conda-pack is not on PATH (`pip install conda-pack`)")
-    from torchenv.engines import cmd
+    from torchenv.engines import run as cmd
 
     prefix = _made_conda_prefix(tmp_path)
     out, unpacked = tmp_path / "env.tar.gz", tmp_path / "elsewhere" / "env"

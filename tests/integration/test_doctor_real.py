@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from torchenv import doctor, facts
+from torchenv.diagnose import doctor
+from torchenv.probe import facts
 
 from .conftest import SRC
 

@@ -77,7 +77,7 @@ def test_check_notebook_passes_with_the_accuracy_of_the_cnn_check(jupyter_python
     assert result["accuracy"] >= 0.97 and result["device"] == "cpu"
     # The notebook is the guide's steps as the CNN check runs them: on CPU, the very same accuracy.
     check_accuracy = float(
-        _py(jupyter_python, "from torchenv.smoke._cnn import train_digits; print(repr(train_digits('cpu').accuracy))")
+        _py(jupyter_python, "from torchenv.smoke.cnn import train_digits; print(repr(train_digits('cpu').accuracy))")
     )
     assert result["accuracy"] == check_accuracy
     # The executed notebook is a valid notebook with its outputs and plots.

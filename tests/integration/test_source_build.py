@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import build_source, spec
-from torchenv.variants import source
+from torchenv.build import source as build_source
+from torchenv.plan import source
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from torchenv import build_source, spec
+from torchenv.build import source as build_source
+from torchenv.spec import model as spec
 
 from .conftest import STANDIN_IMAGE
 from .test_source_build import FIXTURE_SPEC, make_fixture_repo

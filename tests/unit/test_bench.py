@@ -20,9 +20,14 @@ from typing import Any
 
 import pytest
 
-from torchenv import bench, bench_logic, cli, compare, nvml, peaks
-from torchenv.bench_logic import CnnConfig, Item
+from torchenv import compare
+from torchenv.bench import logic as bench_logic
+from torchenv.bench import peaks
+from torchenv.bench import run as bench
+from torchenv.bench.logic import CnnConfig, Item
+from torchenv.cli import main as cli
 from torchenv.errors import TorchenvError
+from torchenv.probe import nvidia as nvml
 
 # --------------------------------------------------------------------------------------------
 # the peak table
@@ -766,7 +771,7 @@ def test_sampler_samples_gpu_utilisation_injected_nvml_library(monkeypatch: pyte
 
 def test_plot_writes_a_png_injected_gpu_facts(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is not installed in this Python (the plot is optional)")
-    from torchenv import bench_plot
+    from torchenv.bench import plot as bench_plot
 
     target = tmp_path / "out" / "bench.png"
     bench_plot.write(_report(_gpu_items()), str(target))

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from torchenv import cli, compare
+from torchenv import compare
+from torchenv.cli import main as cli
 from torchenv.errors import TorchenvError
 
 from ..conftest import ROOT
@@ -60,7 +61,7 @@ def test_markdown_exact_two_builds_of_one_spec(in_fixtures: None) -> None:
 
 
 def test_fingerprint_in_fixture_is_the_one_facts_computes() -> None:
-    from torchenv import facts
+    from torchenv.probe import facts
 
     for name in ("cpu-pip.json", "gpu-ngc.json", "real/pip.json", "real/pip-mismatch.json"):
         data = json.loads((FIXTURES / name).read_text())

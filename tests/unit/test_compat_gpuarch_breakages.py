@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from torchenv import breakages, compat, gpuarch
+from torchenv.diagnose import breakages
+from torchenv.spec import compat, gpuarch
 
 
 def test_compat_table() -> None:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import cli, spec, variants
+from torchenv import plan as variants
+from torchenv.cli import main as cli
 from torchenv.engines import conda as conda_engine
 from torchenv.errors import SpecError, ToolMissing, TorchenvError
-from torchenv.variants import conda
+from torchenv.plan import conda
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 

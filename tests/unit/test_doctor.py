@@ -1,6 +1,6 @@
 """`torchenv doctor`'s rules, on injected facts (pure: no torch, no process, no GPU).
 
-The facts below have the shape :func:`torchenv.facts.doctor_facts` returns (the integration tests in
+The facts below have the shape :func:`torchenv.probe.facts.doctor_facts` returns (the integration tests in
 tests/integration/test_doctor_real.py gather them for real). Everything a CPU machine cannot show
 (GPUs, drivers, forward compatibility, NCCL transports, cuDNN builds) is tested only here, and the
 test names say ``injected``.
@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
-from torchenv import breakages, cli, doctor, facts, spec
-from torchenv.doctor import Finding
-from torchenv.spec import Promises, VariantSpec
+from torchenv.cli import main as cli
+from torchenv.diagnose import breakages, doctor
+from torchenv.diagnose.doctor import Finding
+from torchenv.probe import facts
+from torchenv.spec import model as spec
+from torchenv.spec.model import Promises, VariantSpec
 
 from ..conftest import STACK
 

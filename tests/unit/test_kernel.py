@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import cli, kernel
+from torchenv.build import kernel
+from torchenv.cli import main as cli
 from torchenv.errors import TorchenvError
 
 VENV = kernel.KernelTarget("pip", "a2f8b9d399f0", "/work/envs/pip/bin/python", "2.14.1+cu130")

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import build_ngc, spec
+from torchenv.build import ngc as build_ngc
 from torchenv.engines import apptainer
 from torchenv.engines.docker import StepEvent, connect, parse_step
 from torchenv.errors import ToolMissing, TorchenvError
-from torchenv.variants import ngc
+from torchenv.plan import ngc
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 
@@ -193,7 +194,7 @@ def test_apptainer_only_definition_installs_torchenv_like_the_dockerfile(ngc_spe
 
 
 def test_apptainer_engine_needs_a_sif_path(capsys: pytest.CaptureFixture[str]) -> None:
-    from torchenv import cli
+    from torchenv.cli import main as cli
 
     assert cli.main(["build", "ngc", "--spec", str(STANDIN), "--engine", "apptainer"]) == 2
     assert "--engine apptainer builds a SIF and needs --sif PATH" in capsys.readouterr().err

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from torchenv import cnn_notebook, notebook, report, spec
+from torchenv.check import cnn_notebook, notebook
+from torchenv.check.runner import CheckResult, SuiteRun
 from torchenv.engines import jupyter
-from torchenv.runner import CheckResult, SuiteRun
-from torchenv.smoke import _cnn
+from torchenv.report import check as report
+from torchenv.smoke import cnn as _cnn
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 
@@ -23,8 +25,8 @@ COMMITTED = ROOT / "examples" / "cnn_single_gpu.ipynb"
 
 def test_committed_notebook_is_the_rendering() -> None:
     assert COMMITTED.read_text(encoding="utf-8") == cnn_notebook.render(), (
-        "examples/cnn_single_gpu.ipynb differs from torchenv.cnn_notebook: edit the cells there and run "
-        "`PYTHONPATH=src python -m torchenv.cnn_notebook examples/cnn_single_gpu.ipynb`"
+        "examples/cnn_single_gpu.ipynb differs from torchenv.check.cnn_notebook: edit the cells there and run "
+        "`PYTHONPATH=src python -m torchenv.check.cnn_notebook examples/cnn_single_gpu.ipynb`"
     )
 
 
@@ -69,7 +71,7 @@ def test_notebook_uses_the_offline_digits_the_gpu_when_there_is_one_and_plots() 
 
 
 def test_notebook_defaults_match_the_cnn_check() -> None:
-    """The notebook's settings are those of torchenv.smoke._cnn.train_digits (checked for real, with
+    """The notebook's settings are those of torchenv.smoke.cnn.train_digits (checked for real, with
     equal accuracy, in tests/integration/test_notebook_kernel.py)."""
     settings: dict[str, Any] = {}
     tree = ast.parse(dict((i, s) for i, _, s in cnn_notebook.CELLS)["settings"])

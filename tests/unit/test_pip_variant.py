@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import spec, variants
+from torchenv import plan as variants
 from torchenv.errors import SpecError
-from torchenv.variants import pip as pip_variant
+from torchenv.plan import pip as pip_variant
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 

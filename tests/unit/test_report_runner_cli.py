@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 
-from torchenv import cli, report, runner, spec
-from torchenv.runner import CheckResult, SuiteRun
+from torchenv.check import runner
+from torchenv.check.runner import CheckResult, SuiteRun
+from torchenv.cli import main as cli
+from torchenv.report import check as report
+from torchenv.spec import model as spec
 
 from ..conftest import STACK
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from torchenv import __version__, cli, sbom
+from torchenv import __version__
+from torchenv.cli import main as cli
 from torchenv.errors import TorchenvError
+from torchenv.report import sbom
 
 from ..conftest import ROOT
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import build_source, spec, variants
+from torchenv import plan as variants
+from torchenv.build import source as build_source
 from torchenv.errors import SpecError, TorchenvError
-from torchenv.variants import source
+from torchenv.plan import source
+from torchenv.spec import model as spec
 
 from ..conftest import ROOT, STACK
 
@@ -258,7 +260,7 @@ def test_container_dry_run_prints_the_plan_without_an_engine(real: spec.VariantS
 
 
 def test_plan_command_prints_the_settings(capsys: pytest.CaptureFixture[str], real: spec.VariantSpec) -> None:
-    from torchenv import cli
+    from torchenv.cli import main as cli
 
     assert cli.main(["plan", "source", "--spec", str(STACK)]) == 0
     assert capsys.readouterr().out == source.render_env(real)
@@ -271,7 +273,7 @@ def test_plan_command_prints_the_settings(capsys: pytest.CaptureFixture[str], re
 def test_plan_command_writes_a_file_and_refuses_other_variants(
     capsys: pytest.CaptureFixture[str], cpu: spec.VariantSpec, tmp_path: Path
 ) -> None:
-    from torchenv import cli
+    from torchenv.cli import main as cli
 
     out = tmp_path / "build.env"
     assert cli.main(["plan", "source", "--spec", str(FIXTURE_SPEC), "--output", str(out)]) == 0

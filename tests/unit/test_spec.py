@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from torchenv import cli, spec
+from torchenv.cli import main as cli
 from torchenv.errors import SpecError
+from torchenv.spec import model as spec
 
 from ..conftest import STACK
 

@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 
-from torchenv import __version__, allreduce, cli, submit
+from torchenv import __version__
+from torchenv.cli import main as cli
 from torchenv.engines import slurm
 from torchenv.engines.slurm import JobState
 from torchenv.errors import ToolMissing, TorchenvError
+from torchenv.submit import allreduce
+from torchenv.submit import jobs as submit
 
 from ..conftest import STACK
 
@@ -253,7 +256,7 @@ def test_nccl_transport_infiniband_injected_log() -> None:
 def test_nccl_transport_plugin_and_absent() -> None:
     t = submit.parse_nccl_transport("h:1:1 [0] NCCL INFO Using network AWS Libfabric\n")
     assert t is not None and (t["network"], t["kind"]) == ("AWS Libfabric", "other")
-    assert submit.parse_nccl_transport("torchenv.allreduce: rank 0/2 on n1: correct\n") is None
+    assert submit.parse_nccl_transport("torchenv.submit.allreduce: rank 0/2 on n1: correct\n") is None
 
 
 # ------------------------------------------------------------------------------------------ all-reduce math
@@ -435,7 +438,7 @@ def test_collect_a_failing_node_with_its_diagnosis_injected_reports(tmp_path: Pa
     _write(d / "check-n2.json", _check_report("n2", failed=[bad]))
     _write(d / "allreduce-rank0.json", _rank(0, "n1", [0.001, 0.01]))
     _write(d / "allreduce-rank1.json", _rank(1, "n2", [0.001, 0.01]))
-    _write(d / "allreduce-n1.out", "torchenv.allreduce: rank 0/2 on n1 (10.213.0.11): correct\n")
+    _write(d / "allreduce-n1.out", "torchenv.submit.allreduce: rank 0/2 on n1 (10.213.0.11): correct\n")
     target = submit.collect(req, _followed("both", "FAILED", "n[1-2]"), ["n1", "n2"])
     assert target["outcome"] == "failed"
     n1, n2 = target["nodes"]

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from torchenv.engines.cmd import which
+from torchenv.engines.run import which
 from torchenv.errors import ToolMissing
 
 HOW_TO_GET = (

@@ -1,7 +1,7 @@
 """The Docker engine (and podman through its Docker-compatible API), through the Docker SDK.
 
 A thin layer: it only talks to the engine. What to build and how to run it is decided by the
-variants (pure) and sequenced by :mod:`torchenv.build_ngc`. The client is a constructor argument,
+variants (pure) and sequenced by :mod:`torchenv.build.ngc`. The client is a constructor argument,
 so tests can hand in a real one or a ``MagicMock(spec=docker.DockerClient)``; nothing connects at
 import time.
 """

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchenv.engines.cmd import which
+from torchenv.engines.run import which
 from torchenv.errors import ToolMissing, TorchenvError
 
 

@@ -11,8 +11,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from torchenv import breakages
-from torchenv.spec import VariantSpec
+from torchenv.diagnose import breakages
+from torchenv.spec.model import VariantSpec
 
 VARIANT_JSON_ENV = "TORCHENV_VARIANT_JSON"
 
@@ -37,7 +37,7 @@ def variant() -> VariantSpec:
     if path:
         with open(path, encoding="utf-8") as fh:
             return VariantSpec.from_dict(json.load(fh))
-    from torchenv import spec  # run by hand (`pytest --pyargs torchenv.smoke`): installed spec
+    from torchenv.spec import model as spec  # run by hand (`pytest --pyargs torchenv.smoke`): installed spec
 
     return spec.load().variant(os.environ.get("TORCHENV_VARIANT", "pip"))
 
@@ -55,7 +55,7 @@ def no_gpu_reason() -> str:
     try:
         import torch
 
-        from torchenv.facts import cuda_runtime_facts
+        from torchenv.probe.facts import cuda_runtime_facts
 
         return str(cuda_runtime_facts(torch).get("reason") or "no CUDA device visible")
     except Exception as exc:

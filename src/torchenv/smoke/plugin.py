@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import pytest
 
-from torchenv import breakages
+from torchenv.diagnose import breakages
 from torchenv.smoke import _support
 
 EVENTS_ENV = "TORCHENV_EVENTS"
@@ -80,7 +80,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get(FACTS_ENV, "1") != "0" and _events is not None:
-        from torchenv import facts
+        from torchenv.probe import facts
 
         started = time.perf_counter()
         emit("facts", facts=facts.gather(), seconds=time.perf_counter() - started)

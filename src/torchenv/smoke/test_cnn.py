@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torchenv.smoke import _cnn
+from torchenv.smoke import cnn as _cnn
 from torchenv.smoke._support import fail
 
 FLOOR = _cnn.ACCURACY_FLOOR

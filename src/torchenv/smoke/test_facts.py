@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from torchenv import gpuarch
-from torchenv.facts import nvml_driver
+from torchenv.probe.facts import nvml_driver
 from torchenv.smoke._support import fail, variant
-from torchenv.spec import python_matches, version_matches
+from torchenv.spec import gpuarch
+from torchenv.spec.model import python_matches, version_matches
 
 
 def _rebuild_hint() -> str:

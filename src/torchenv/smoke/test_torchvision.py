@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from torchenv import compat
 from torchenv.smoke import _support
-from torchenv.spec import VariantSpec, version_matches
+from torchenv.spec import compat
+from torchenv.spec.model import VariantSpec, version_matches
 
 #: A failed import of torchvision, remembered: a second import attempt after a half-done one can
 #: fail differently (operators already registered) and would hide the real cause.

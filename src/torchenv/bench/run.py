@@ -1,0 +1,682 @@
+"""``torchenv bench``: how close to the hardware does this stack run? Measurements, each next to its reference.
+
+This module measures (the thin, impure layer); :mod:`torchenv.bench.logic` judges (pure):
+
+* matmul throughput per dtype (fp32, TF32, bf16, fp16), 2*M*N*K FLOP per matmul on random inputs, the
+  result checked against float64 on a slice, held against the datasheet peak (:mod:`torchenv.bench.peaks`);
+* host<->device copies (pageable, pinned; both ways) against the PCIe link's peak from NVML's *maximum*
+  generation and width, and device-to-device copies against the memory's peak (GPU only);
+* CNN training images/s: naive, each tuning knob alone, all together (:mod:`torchenv.bench.workload`);
+* a DataLoader ``num_workers`` sweep with a CPU-heavy transform, and where it stops scaling;
+* ``--profile DIR``: a torch.profiler trace of a few tuned training steps, TensorBoard logs when
+  tensorboard is installed, and the nsys/ncu command lines for the same steps (printed, not run).
+
+Exit status: 0 when every measured result was verified, 1 when one was wrong or a measurement failed,
+2 for bad usage (a bad ``--peak``, ``--plot`` without matplotlib, an unwritable path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import importlib.util
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from torchenv import __version__
+from torchenv.bench import logic as bench_logic
+from torchenv.bench import peaks
+from torchenv.bench.logic import CnnConfig, Item
+from torchenv.errors import ToolMissing, TorchenvError, require_writable
+from torchenv.probe import nvidia as nvml
+
+SECTIONS = ("matmul", "copy", "cnn", "sweep", "profile")
+
+#: Seconds each timed window runs, per device kind: (matmul per dtype, then CNN per config and round (two
+#: rounds), sweep per worker count and round (three rounds)).
+#: On 2 CPU cores the whole bench fits in about a minute.
+BUDGET = {"cpu": (1.0, 1.25, 1.0), "cuda": (1.0, 2.0, 1.5)}
+GPU_MATMUL_N = 8192
+#: One size per dtype on every CPU, so figures compare. fp16 is smaller: a CPU without AVX512-FP16 or
+#: AMX-FP16 runs it ~100x slower than bf16 (2-3 GFLOP/s on 2 Zen 4 cores).
+CPU_MATMUL_N = {"fp32": 1024, "bf16": 1024, "fp16": 512}
+COPY_BYTES = 256 * 2**20
+PROFILE_STEPS = (1, 2, 3)  # torch.profiler schedule: wait, warmup, active
+
+
+def _log(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# device
+
+
+def device_facts(torch: Any, lib: Any | None = None) -> dict[str, Any]:
+    """What the bench needs to know about where it runs: the device, its table entry, the link."""
+    from torchenv.probe import facts as facts_mod
+
+    limits = facts_mod.cpu_limits()
+    usable = limits.get("usable") or os.cpu_count() or 1
+    info: dict[str, Any] = {
+        "usable_cpus": int(usable),
+        "cpus_limited_by": limits.get("limited_by"),
+        "cpu_model": facts_mod.cpu_facts().get("model"),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_start": round(os.getloadavg()[0], 2),
+        "tf32_override": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"),
+    }
+    if not torch.cuda.is_available():
+        info.update(kind="cpu", device="cpu", name=info["cpu_model"] or "CPU")
+        return info
+    props = torch.cuda.get_device_properties(0)
+    info.update(
+        kind="cuda",
+        device="cuda:0",
+        name=props.name,
+        capability=[props.major, props.minor],
+        memory_gb=round(props.total_memory / 2**30, 1),
+        multi_processor_count=props.multi_processor_count,
+    )
+    clock = getattr(props, "memory_clock_rate", None)
+    bus = getattr(props, "memory_bus_width", None)
+    info["memory_clock_khz"], info["memory_bus_width"] = clock, bus
+    info["derived_memory_gbs"] = peaks.derived_memory_gbs(clock, bus)
+    entry = peaks.lookup(props.name)
+    info["table_entry"] = entry.name if entry else None
+    uuid = str(getattr(props, "uuid", "") or "") or None
+    bus_id = None
+    if hasattr(props, "pci_bus_id"):
+        bus_id = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+    info["pci_bus_id"] = bus_id
+    lib = lib if lib is not None else nvml.load_library()
+    if lib is None:
+        info["link"] = {"error": f"NVML ({nvml.LIBRARY}) cannot be loaded"}
+        return info
+    try:
+        with nvml.Nvml(lib) as session:
+            handle = session.handle(uuid=uuid, pci_bus_id=bus_id, index=0)
+            info["link"] = session.pcie(handle)
+    except nvml.NvmlError as exc:
+        info["link"] = {"error": str(exc)}
+    return info
+
+
+def header_lines(device: dict[str, Any], torch_version: str, variant: str) -> list[str]:
+    cpus = f"{device['usable_cpus']} usable CPU(s) (limited by {', '.join(device.get('cpus_limited_by') or ['?'])})"
+    lines = []
+    if device["kind"] == "cuda":
+        cap = ".".join(str(c) for c in device["capability"])
+        known = device.get("table_entry") or "not in torchenv's peak table (pass --peak)"
+        lines.append(f"device: {device['name']} (sm {cap}, {device['memory_gb']} GB); peaks: {known}")
+        link = device.get("link") or {}
+        if "max_generation" in link:
+            lines.append(
+                f"host link (NVML): max PCIe gen {link['max_generation']} x{link.get('max_width')}; "
+                f"now gen {link.get('current_generation')} x{link.get('current_width')} (idle links slow down)"
+            )
+        else:
+            lines.append(f"host link: unknown ({link.get('error', 'no NVML')})")
+    else:
+        lines.append(f"device: CPU only ({device['name']}); no GPU: copy bandwidth and GPU knobs are skipped")
+    lines.append(
+        f"{cpus}; torch {torch_version}, {device['torch_threads']} threads; variant {variant}; "
+        f"load average {device['load_average_start']} at start"
+    )
+    busy = bench_logic.busy_note(
+        device.get("load_average_start"), device.get("load_average_end"), device["usable_cpus"]
+    )
+    if busy:
+        lines.append(busy)
+    if device.get("tf32_override"):
+        lines.append(
+            f"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE={device['tf32_override']}: cuBLAS may use TF32 for 'fp32' matmul"
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# matmul
+
+
+def _sync(torch: Any, gpu: bool) -> None:
+    if gpu:
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def _matmul_precision(torch: Any, value: str) -> Iterator[None]:
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def measure_matmul(torch: Any, dtype_name: str, device: dict[str, Any], budget: float) -> dict[str, Any]:
+    gpu = device["kind"] == "cuda"
+    dev = device["device"]
+    out: dict[str, Any] = {"dtype": dtype_name}
+    if dtype_name == "tf32" and not gpu:
+        out["skipped"] = "TF32 is an NVIDIA tensor-core mode (sm_80+); on a CPU an fp32 matmul stays fp32"
+        return out
+    if gpu and dtype_name in ("tf32", "bf16") and tuple(device["capability"]) < (8, 0):
+        out["skipped"] = f"{dtype_name} has no tensor-core path before sm_80"
+        return out
+    dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    started = time.perf_counter()
+    g = torch.Generator(device=dev).manual_seed(0)
+
+    def run(n: int, reps: int) -> tuple[Any, Any, Any, float]:
+        a = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
+        b = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
+        c = torch.empty(n, n, device=dev, dtype=dtype)
+        torch.matmul(a, b, out=c)
+        _sync(torch, gpu)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b, out=c)
+        _sync(torch, gpu)
+        return a, b, c, (time.perf_counter() - t0) / reps
+
+    with _matmul_precision(torch, "high" if dtype_name == "tf32" else "highest"):
+        n = GPU_MATMUL_N if gpu else CPU_MATMUL_N[dtype_name]
+        a, b, c, t = run(n, 1)
+        reps = max(2, min(50, int(budget / 3 / max(t, 1e-6))))
+        windows = [_time_more(torch, gpu, a, b, c, reps) for _ in range(3)]
+    best = min(windows)
+    # NGC images set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1: cuBLAS then runs "fp32" matmuls as TF32, so
+    # they are held to TF32's tolerance (and the item says why) instead of failing as wrong results
+    override = gpu and dtype_name == "fp32" and os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1"
+    rows, cols = 16, min(256, n)
+    ref = a[:rows].double() @ b[:, :cols].double()
+    got = c[:rows, :cols].double()
+    rel = float(torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref))
+    out.update(
+        n=n,
+        iterations=reps * len(windows),
+        seconds=best,
+        windows=[round(w, 6) for w in windows],
+        flops_per_s=2 * n**3 / best,
+        rel_error=rel if math.isfinite(rel) else float("inf"),
+        tolerance=bench_logic.MATMUL_TOLERANCE["tf32" if override else dtype_name],
+        tf32_override=override,
+        slice=[rows, cols],
+        total_seconds=time.perf_counter() - started,
+    )
+    return out
+
+
+def _time_more(torch: Any, gpu: bool, a: Any, b: Any, c: Any, reps: int) -> float:
+    _sync(torch, gpu)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.matmul(a, b, out=c)
+    _sync(torch, gpu)
+    return (time.perf_counter() - t0) / reps
+
+
+# --------------------------------------------------------------------------------------------
+# copies (GPU)
+
+
+def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES) -> list[dict[str, Any]]:
+    if device["kind"] != "cuda":
+        why = "no GPU: host<->device and device<->device copies need a CUDA device"
+        return [{"kind": k, "skipped": why} for k in bench_logic.COPY_LABELS]
+    dev = device["device"]
+    host = torch.randint(0, 256, (nbytes,), dtype=torch.uint8)
+    pinned = host.pin_memory()
+    on_dev = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+    on_dev2 = torch.empty_like(on_dev)
+    back = torch.empty(nbytes, dtype=torch.uint8)
+    back_pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    stride = 4099
+
+    def timed(fn: Callable[[], Any], reps: int = 5) -> tuple[float, float]:
+        started = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = math.inf
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best, time.perf_counter() - started
+
+    def same(a: Any, b: Any) -> bool:
+        return bool(torch.equal(a[::stride].cpu(), b[::stride].cpu()) and torch.equal(a[-4096:].cpu(), b[-4096:].cpu()))
+
+    out = []
+    plans: list[tuple[str, Callable[[], Any], Callable[[], bool], int]] = [
+        ("h2d_pageable", lambda: on_dev.copy_(host), lambda: same(on_dev, host), nbytes),
+        ("h2d_pinned", lambda: on_dev.copy_(pinned, non_blocking=True), lambda: same(on_dev, host), nbytes),
+        ("d2h_pageable", lambda: back.copy_(on_dev), lambda: same(back, host), nbytes),
+        ("d2h_pinned", lambda: back_pinned.copy_(on_dev, non_blocking=True), lambda: same(back_pinned, host), nbytes),
+        ("d2d", lambda: on_dev2.copy_(on_dev), lambda: bool(torch.equal(on_dev2, on_dev)), 2 * nbytes),
+    ]
+    for kind, fn, check, moved in plans:
+        try:
+            best, total = timed(fn)
+            out.append(
+                {
+                    "kind": kind,
+                    "bytes": nbytes,
+                    "moved_bytes": moved,
+                    "seconds": best,
+                    "reps": 5,
+                    "gbs": moved / best / peaks.GIGA,
+                    "verified": check(),
+                    "total_seconds": total,
+                }
+            )
+        except Exception as exc:  # one failing copy is reported, the others still run
+            out.append({"kind": kind, "error": f"{type(exc).__name__}: {exc}"})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# CNN, sweep, profile
+
+
+class Sampler:
+    """GPU utilisation over the run (NVML), or nothing where there is no GPU or no NVML."""
+
+    def __init__(self, device: dict[str, Any]) -> None:
+        self.sampler: nvml.UtilizationSampler | None = None
+        self.session: nvml.Nvml | None = None
+        self.note = "no GPU" if device["kind"] != "cuda" else ""
+        if device["kind"] != "cuda":
+            return
+        lib = nvml.load_library()
+        if lib is None:
+            self.note = f"NVML ({nvml.LIBRARY}) cannot be loaded"
+            return
+        try:
+            self.session = nvml.Nvml(lib).__enter__()
+            handle = self.session.handle(pci_bus_id=device.get("pci_bus_id"), index=0)
+            session = self.session
+            self.sampler = nvml.UtilizationSampler(lambda: session.utilization(handle))
+            self.sampler.start()
+        except nvml.NvmlError as exc:
+            self.note = str(exc)
+
+    def window(self, start: float, end: float) -> dict[str, Any] | None:
+        if self.sampler is None:
+            return None
+        return nvml.summarize(self.sampler.samples, start, end)
+
+    def close(self) -> dict[str, Any]:
+        if self.sampler is None:
+            return {"sampled": False, "note": self.note}
+        samples = self.sampler.stop()
+        if self.session is not None:
+            self.session.__exit__(None, None, None)
+        return {"sampled": True, "error": self.sampler.error, **nvml.summarize(samples)}
+
+
+def _rounds(names: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]:
+    """(round, name) in alternating direction: on a shared machine a burst of another job's work then
+    spoils one window of a configuration, not the same end of every round."""
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else list(reversed(names)):
+            yield r, name
+
+
+def run_cnn(
+    torch: Any,
+    device: dict[str, Any],
+    plan: bench_logic.CnnPlan,
+    seconds: float,
+    sampler: Sampler,
+    tb: Any | None,
+    rounds: int = 2,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each configuration in ``rounds`` alternating rounds; the better round of each is kept."""
+    from torchenv.bench import workload as bw
+
+    w = bw.GPU_WORKLOAD if device["kind"] == "cuda" else bw.CPU_WORKLOAD
+    dataset = bw.AugmentedDigits(w)
+    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in plan.configs}
+    by_name = {c.name: c for c in plan.configs}
+    for r, name in _rounds(list(by_name), rounds):
+        cfg = by_name[name]
+        _log(f"cnn round {r + 1}/{rounds}: {name} ({cfg.describe()})")
+        t0 = time.monotonic()
+        try:
+            run = bw.train(cfg, w, dataset, device["device"], seconds)
+        except Exception as exc:  # reported as this config's error; the others still run
+            runs[name].append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        util = sampler.window(t0, time.monotonic())
+        if util is not None:
+            run["gpu_util"] = util
+        runs[name].append(run)
+    results = [bench_logic.best_round(runs[c.name], "images_per_s") for c in plan.configs]
+    for result in results:
+        curve = result.pop("loss_curve", None)
+        if tb is not None and curve is not None:
+            for step, loss in enumerate(curve):
+                tb.add_scalar(f"cnn/loss/{result['name']}", loss, step)
+            tb.add_scalar(f"cnn/images_per_s/{result['name']}", result["images_per_s"], 0)
+    info = w.to_dict()
+    info["model_parameters"] = sum(p.numel() for p in bw.make_model(w.width).parameters())
+    return results, info
+
+
+def run_sweep(device: dict[str, Any], workers: Sequence[int], seconds: float, rounds: int = 3) -> list[dict[str, Any]]:
+    """Loader-only images/s per worker count, the better of ``rounds`` alternating rounds."""
+    from torchenv.bench import workload as bw
+
+    w = bw.GPU_WORKLOAD if device["kind"] == "cuda" else bw.CPU_WORKLOAD
+    dataset = bw.AugmentedDigits(w)
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in workers}
+    for r, n in _rounds(list(workers), rounds):
+        _log(f"sweep round {r + 1}/{rounds}: {n} worker(s)")
+        try:
+            runs[n].append(bw.load_only(dataset, w, n, seconds))
+        except Exception as exc:
+            runs[n].append({"workers": n, "error": f"{type(exc).__name__}: {exc}"})
+    return [bench_logic.best_round(runs[n], "images_per_s") for n in workers]
+
+
+class _ProfiledStep:
+    """Wraps each profiled training step: an NVTX range and record_function label, the profiler's step."""
+
+    def __init__(self, torch: Any, gpu: bool, prof: Any | None) -> None:
+        self.torch, self.gpu, self.prof = torch, gpu, prof
+
+    @contextlib.contextmanager
+    def __call__(self, i: int) -> Iterator[None]:
+        name = f"torchenv-bench/train-step-{i}"
+        if self.gpu:
+            self.torch.cuda.nvtx.range_push(name)
+        try:
+            with self.torch.profiler.record_function(name):
+                yield
+        finally:
+            if self.gpu:
+                self.torch.cuda.nvtx.range_pop()
+            if self.prof is not None:
+                self.prof.step()
+
+
+def run_profile(torch: Any, device: dict[str, Any], cfg: CnnConfig, out_dir: Path | None) -> dict[str, Any]:
+    """A few tuned training steps: under torch.profiler (a Chrome trace) when ``out_dir`` is given, and
+    always between cudaProfilerStart/Stop with NVTX ranges, which nsys/ncu capture."""
+    from torchenv.bench import workload as bw
+
+    gpu = device["kind"] == "cuda"
+    w = bw.GPU_WORKLOAD if gpu else bw.CPU_WORKLOAD
+    dataset = bw.AugmentedDigits(w)
+    wait, warmup, active = PROFILE_STEPS
+    steps = wait + warmup + active
+    info: dict[str, Any] = {"config": cfg.to_dict(), "steps": steps, "active_steps": active}
+    trace = out_dir / "torchenv-bench.pt.trace.json" if out_dir else None
+    if not gpu:  # a CUDA build of torch on a machine without a driver: kineto logs a misleading ERROR line
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    prof_cm: Any = contextlib.nullcontext()
+    if trace is not None:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if gpu:
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        prof_cm = torch.profiler.profile(
+            activities=activities,
+            schedule=torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=1),
+            on_trace_ready=lambda p: p.export_chrome_trace(str(trace)),
+        )
+    with prof_cm as prof:
+        if gpu:
+            torch.cuda.profiler.start()
+        try:
+            r = bw.train(
+                cfg, w, dataset, device["device"], 0.0, steps=steps, step_context=_ProfiledStep(torch, gpu, prof)
+            )
+        finally:
+            if gpu:
+                torch.cuda.profiler.stop()
+    info["images_per_s"] = r["images_per_s"]
+    if trace is not None:
+        info["trace"] = str(trace)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+
+
+def _tensorboard(out_dir: Path | None) -> tuple[Any | None, str]:
+    if out_dir is None:
+        return None, "TensorBoard logs: pass --profile DIR to write them (needs the tensorboard package)"
+    if importlib.util.find_spec("tensorboard") is None:
+        return None, "TensorBoard logs: skipped, tensorboard is not installed (pip install tensorboard)"
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir = out_dir / "tensorboard"
+    return SummaryWriter(log_dir=str(logdir)), f"TensorBoard logs: {logdir} (tensorboard --logdir {out_dir})"
+
+
+def _require_matplotlib() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ToolMissing(
+            f"torchenv bench --plot needs matplotlib, which is not installed in this environment ({sys.prefix}).",
+            fix="pip install matplotlib (or drop --plot: the table and --json need nothing more)",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "bench",
+        help="measure matmul, copies, CNN training and the DataLoader against the hardware's peaks",
+        description="Measure how close to the hardware this stack runs; every figure is printed next to its "
+        "reference (datasheet peak, link peak, naive run) with the ratio and a verdict. About a minute on 2 CPU "
+        "cores. Exit 0 when every result was verified, 1 when one was wrong, 2 for bad usage.",
+    )
+    p.add_argument("--json", metavar="PATH", help="write every figure as JSON (a report `torchenv compare` reads)")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the sweep and achieved-vs-peak (needs matplotlib)")
+    p.add_argument(
+        "--peak",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a peak for a device the table does not know (repeatable): fp32, tf32, bf16, fp16 in TFLOP/s, "
+        "link (host<->device, per direction) and memory in GB/s; a unit may follow (180GFLOP/s, 3.35TB/s)",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="write a torch.profiler trace of a few training steps (and TensorBoard logs) here, and print the "
+        "nsys/ncu commands that profile the same steps",
+    )
+    p.add_argument(
+        "--only",
+        metavar="SECTION",
+        action="append",
+        default=[],
+        choices=SECTIONS,
+        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
+    )
+    p.add_argument("--variant", default=None, help="variant name for the report (default: $TORCHENV_VARIANT, else pip)")
+    p.add_argument(
+        "--spec",
+        metavar="PATH",
+        default=None,
+        help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)",
+    )
+    p.set_defaults(run=run)
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except Exception as exc:
+        raise TorchenvError(
+            f"torchenv bench: torch cannot be imported ({type(exc).__name__}: {exc}).",
+            fix="run `torchenv doctor` in this environment to find why",
+        ) from None
+    return torch
+
+
+def run(args: argparse.Namespace) -> int:
+    from torchenv.probe import facts as facts_mod
+    from torchenv.spec import model as spec_mod
+
+    overrides = peaks.parse_peaks(args.peak)
+    if args.plot:
+        _require_matplotlib()
+        require_writable(args.plot, "torchenv bench --plot")
+    if args.json:
+        require_writable(args.json, "torchenv bench --json")
+    out_dir = Path(args.profile) if args.profile else None
+    if out_dir is not None:
+        require_writable(str(out_dir), "torchenv bench --profile", folder=True)
+    stack = spec_mod.load(args.spec)
+    variant = stack.variant(args.variant or os.environ.get("TORCHENV_VARIANT") or "pip")
+    sections = list(dict.fromkeys(args.only)) or [s for s in SECTIONS if s != "profile" or out_dir is not None]
+
+    started = time.perf_counter()
+    torch = _import_torch()
+    device = device_facts(torch)
+    gpu = device["kind"] == "cuda"
+    budget = BUDGET["cuda" if gpu else "cpu"]
+    entry = peaks.lookup(device["name"]) if gpu else None
+    print(f"torchenv bench: measuring {', '.join(sections)} on {device['name']} ...", file=sys.stderr, flush=True)
+    tb, tb_note = _tensorboard(out_dir) if "cnn" in sections else (None, "")
+    sampler = Sampler(device)
+    items: list[Item] = []
+    raw: dict[str, Any] = {}
+    sources: list[str] = []
+    try:
+        if "matmul" in sections:
+            results = []
+            for dtype in peaks.MATMUL_DTYPES:
+                _log(f"matmul {dtype}")
+                try:
+                    m = measure_matmul(torch, dtype, device, budget[0])
+                except Exception as exc:
+                    m = {"dtype": dtype, "error": f"{type(exc).__name__}: {exc}"}
+                results.append(m)
+                ref = bench_logic.matmul_reference_for(m, gpu, entry, overrides)
+                item = bench_logic.matmul_item(m, ref)
+                items.append(item)
+                if tb is not None and item.value is not None:
+                    tb.add_scalar(f"matmul/{dtype}_gflops", item.value, 0)
+            raw["matmul"] = results
+        if "copy" in sections:
+            if gpu:
+                _log("copies")
+            copies = measure_copies(torch, device)
+            link = bench_logic.link_reference(device.get("link"), overrides)
+            memory = bench_logic.memory_reference(entry, device.get("derived_memory_gbs"), overrides)
+            pinned = {c["kind"]: c.get("gbs") for c in copies}
+            for c in copies:
+                twin = pinned.get(c["kind"].replace("pageable", "pinned")) if "pageable" in c["kind"] else None
+                items.append(bench_logic.copy_item(c, link, memory, twin))
+            raw["copy"] = copies
+            if gpu:
+                sources += [f"link: {link.source}", f"memory: {memory.source}"]
+        plan = bench_logic.plan_cnn(gpu, tuple(device["capability"]) if gpu else None, device["usable_cpus"])
+        if "cnn" in sections:
+            results, workload = run_cnn(torch, device, plan, budget[1], sampler, tb)
+            items += bench_logic.cnn_items(results, plan)
+            raw["cnn"] = {"workload": workload, "configs": [c.to_dict() for c in plan.configs], "runs": results}
+        if "sweep" in sections:
+            points = run_sweep(device, bench_logic.sweep_workers(device["usable_cpus"]), budget[2])
+            items += bench_logic.sweep_items(points, device["usable_cpus"], os.getloadavg()[0])
+            raw["sweep"] = {
+                "points": points,
+                "knee": bench_logic.knee([(p["workers"], p["images_per_s"]) for p in points if p.get("images_per_s")]),
+            }
+            if tb is not None:
+                for p in points:
+                    if p.get("images_per_s"):
+                        tb.add_scalar("sweep/images_per_s", p["images_per_s"], p["workers"])
+        profile_lines: list[str] = []
+        if "profile" in sections:
+            _log("profile: a few tuned training steps")
+            try:
+                info = run_profile(torch, device, plan.configs[-1], out_dir)
+            except Exception as exc:
+                info = {"error": f"{type(exc).__name__}: {exc}"}
+            items.append(bench_logic.profile_item(info))
+            if out_dir is not None and not info.get("error"):
+                cmds = bench_logic.profiler_commands(sys.executable, str(out_dir))
+                info.update(cmds)
+                profile_lines = [
+                    f"torch.profiler trace ({info['active_steps']} steps of CNN {plan.configs[-1].describe()}): "
+                    f"{info['trace']} (open it in https://ui.perfetto.dev or chrome://tracing; TensorBoard shows it "
+                    f"with the torch-tb-profiler plugin: tensorboard --logdir {out_dir})",
+                    "the same steps under NVIDIA's profilers (not run here; nsys/ncu need a GPU node):",
+                    f"  {cmds['nsys']}",
+                    f"  {cmds['ncu']}",
+                ]
+            raw["profile"] = info
+    finally:
+        util = sampler.close()
+        if tb is not None:
+            tb.close()
+    seconds = time.perf_counter() - started
+    device["load_average_end"] = round(os.getloadavg()[0], 2)
+    device["busy"] = bool(
+        bench_logic.busy_note(device["load_average_start"], device["load_average_end"], device["usable_cpus"])
+    )
+    if entry is not None:
+        sources.insert(0, f"{entry.name}: {entry.source}")
+    elif gpu:
+        sources.insert(0, f"{device['name']}: not in torchenv's peak table; give peaks with --peak NAME=VALUE")
+    device["lines"] = header_lines(device, torch.__version__, variant.name)
+    device["sources"] = sources
+    outputs: list[str] = []
+    if tb_note:
+        outputs.append(tb_note)
+    outputs.append(
+        f"GPU utilisation (NVML): mean {util['gpu_mean']}%, max {util['gpu_max']}% over {util['samples']} samples"
+        if util.get("sampled") and util.get("samples")
+        else f"GPU utilisation: not sampled ({util.get('note') or util.get('error') or 'no samples'})"
+    )
+    raw["gpu_utilization"] = util
+    if args.plot:
+        outputs.append(f"plot: {args.plot}")
+    if args.json:
+        outputs.append(f"report: {args.json}")
+    gathered = facts_mod.gather()
+    report = bench_logic.build_report(
+        meta={
+            "torchenv_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": ["torchenv", *sys.argv[1:]],
+            "title": f"torchenv bench: {device['name']} ({'GPU' if gpu else 'CPU'})",
+            "sections": sections,
+        },
+        spec={"path": stack.path, "origin": stack.origin, "variant": variant.name, "hash": variant.spec_hash},
+        facts=gathered,
+        device=device,
+        items=items,
+        raw=raw,
+        seconds=seconds,
+    )
+    if "profile" in report:
+        report["profile"] = {**report["profile"], "lines": profile_lines}
+    report["outputs"] = {"lines": outputs}
+    if args.plot:
+        from torchenv.bench import plot as bench_plot
+
+        bench_plot.write(report, args.plot)
+    print(bench_logic.render(report))
+    if args.json:
+        from torchenv.report import check as report_mod
+
+        report_mod.write_json(report, args.json)
+    return 0 if report["summary"]["outcome"] == "passed" else 1

@@ -1,0 +1,304 @@
+"""``torchenv build source``: PyTorch (and torchvision) from source, on this host or as an image.
+
+On the host (bare metal, the common cluster case) it writes the settings rendered from the spec to
+``<work>/build.env`` and runs ``containers/source/build.sh``, which gets the sources, configures,
+builds wheels, installs them into a fresh venv and runs ``torchenv check --variant source``; its
+exit status is the result (0 built and checked, 1 a step or the check failed, 2 refused).
+
+With ``--container`` it builds ``containers/source/Dockerfile`` through the Docker engine (the same
+engine layer as the ngc variant): the builder stage runs build.sh, the runtime stage keeps only the
+installed venv. The image is built under a temporary tag, checked by running ``torchenv check`` in a
+container the way a cluster runs it, and only then tagged; failure, error or Ctrl-C leave no
+container and no temporary tag.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchenv import paths
+from torchenv.build.ngc import Progress, validate_ca_cert
+from torchenv.engines import git as git_engine
+from torchenv.engines import run as cmd
+from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
+from torchenv.errors import TorchenvError, sigterm_as_interrupt
+from torchenv.plan import ngc, source
+from torchenv.probe import facts
+from torchenv.report import check as report_mod
+from torchenv.spec import model as spec_mod
+
+PROJECT = paths.PROJECT
+CHECK_TIMEOUT = 3600.0
+REPORT_DIR_IN_CONTAINER = ngc.REPORT_DIR_IN_CONTAINER
+
+
+@dataclass
+class Options:
+    spec: str | None = None
+    work: str = "build/source"
+    src: str | None = None
+    vision_src: str | None = None
+    python: str | None = None
+    reports: str = "reports"
+    system_site_packages: bool = False
+    ccache: bool = True
+    check_only: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    container: bool = False
+    # --container only
+    base: str | None = None  # the builder image (default: the CUDA devel image of the spec's CUDA)
+    runtime: str | None = None  # the runtime image (default: the matching CUDA runtime image)
+    tag: str | None = None
+    engine: str = "docker"
+    ca_certs: list[str] = field(default_factory=list)
+    json: str | None = None
+    log: str | None = None
+
+
+def _recipes() -> Path:
+    folder = PROJECT / "containers" / "source"
+    if not (folder / "build.sh").is_file() or not (PROJECT / "pyproject.toml").is_file():
+        raise TorchenvError(
+            "torchenv build source needs a torchenv source checkout (containers/source/build.sh, and "
+            "torchenv itself to install into the new environment).",
+            fix="run it from a clone of torchenv",
+        )
+    return folder
+
+
+def build(opts: Options, out: Callable[[str], None] = print) -> int:
+    stack = spec_mod.load(opts.spec)
+    variant = stack.variant("source")
+    source.build_environment(variant)  # contradictory knobs are refused before anything runs
+    for path, flag in ((opts.src, "--src"), (opts.vision_src, "--vision-src")):
+        if path is not None and not Path(path).is_dir():
+            raise TorchenvError(f"{flag} {path} is not a folder.", fix="pass a git checkout or mirror")
+    if opts.vision_src is not None and variant.torchvision is None:
+        raise TorchenvError(
+            "--vision-src was given but the spec builds no torchvision (it names no torchvision version).",
+            fix="drop --vision-src, or set torchvision in [variants.source]",
+        )
+    if opts.container:
+        return build_container(stack, variant, opts, out)
+    return build_host(variant, opts)
+
+
+def host_options(variant: spec_mod.VariantSpec, opts: Options, config: Path) -> source.BuildOptions:
+    """build.sh's options for a host build (pure)."""
+    work = Path(opts.work).resolve()
+    return source.BuildOptions(
+        work=work,
+        config=config,
+        spec_path=Path(variant.spec_path).resolve(),
+        reports=Path(opts.reports).resolve(),
+        torchenv=str(PROJECT),
+        src=Path(opts.src).resolve() if opts.src else None,
+        vision_src=Path(opts.vision_src).resolve() if opts.vision_src else None,
+        python=opts.python,
+        system_site_packages=opts.system_site_packages,
+        ccache=opts.ccache,
+        check_only=tuple(opts.check_only),
+        dry_run=opts.dry_run,
+    )
+
+
+def build_host(variant: spec_mod.VariantSpec, opts: Options) -> int:
+    recipes = _recipes()
+    settings = source.render_env(variant)
+    if opts.dry_run:  # nothing may be created in the work folder: the settings go to a temporary file
+        with tempfile.TemporaryDirectory(prefix="torchenv-source-") as tmp:
+            config = Path(tmp) / "build.env"
+            config.write_text(settings)
+            return cmd.run(source.build_sh_argv(host_options(variant, opts, config), recipes / "build.sh"))
+    work = Path(opts.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "build.env"
+    config.write_text(settings)
+    return cmd.run(source.build_sh_argv(host_options(variant, opts, config), recipes / "build.sh"))
+
+
+# --------------------------------------------------------------------------------------------
+# --container
+
+
+def check_command(check_only: list[str]) -> list[str]:
+    cmd_ = ["torchenv", "check", "--variant", "source", "--json", f"{REPORT_DIR_IN_CONTAINER}/report.json"]
+    for group in check_only:
+        cmd_ += ["--only", group]
+    return cmd_
+
+
+def container_plan(variant: spec_mod.VariantSpec, opts: Options) -> list[str]:
+    """What --container does, as text (``--container --dry-run`` prints it; pure)."""
+    args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
+    inner = source.container_build_args(
+        src=opts.src is not None,
+        vision_src=opts.vision_src is not None,
+        system_site_packages=opts.system_site_packages,
+        ccache=opts.ccache,
+    )
+    lines = [
+        "context: Dockerfile (containers/source/Dockerfile), torchenv/build.sh, torchenv/build_requires.py,",
+        "         torchenv/build.env (`torchenv plan source --format env`), torchenv/build.args, torchenv/stack.toml,",
+        "         torchenv/wheels/torchenv-*.whl, torchenv/ca-certificates/ (--ca-cert: builder stage only)"
+        + (", torchenv/src/torch.git (--src at its tag)" if opts.src else "")
+        + (", torchenv/src/torchvision.git (--vision-src at its tag)" if opts.vision_src else ""),
+        "build arguments:",
+        *(f"  {k}={v}" for k, v in args.items()),
+        "build.sh in the builder stage: " + " ".join(source.shell_quote(a) for a in inner),
+        "check: " + " ".join(check_command(opts.check_only)) + " (uid 65534, read-only root, GPUs when present)",
+        "tag: " + (opts.tag or source.final_tag(variant, variant.torch)),
+    ]
+    return lines
+
+
+def make_context(ctx: Path, variant: spec_mod.VariantSpec, opts: Options, spec_file: Path, log: Path) -> None:
+    recipes = _recipes()
+    (ctx / "torchenv" / "src").mkdir(parents=True)
+    (ctx / "torchenv" / "ca-certificates").mkdir()
+    for i, cert in enumerate(validate_ca_cert(c) for c in opts.ca_certs):
+        shutil.copyfile(cert, ctx / "torchenv" / "ca-certificates" / f"torchenv-site-{i}-{cert.stem}.crt")
+    shutil.copyfile(recipes / "Dockerfile", ctx / "Dockerfile")
+    for name in ("build.sh", "build_requires.py"):
+        shutil.copy2(recipes / name, ctx / "torchenv" / name)
+    (ctx / "torchenv" / "build.env").write_text(source.render_env(variant))
+    inner = source.container_build_args(
+        src=opts.src is not None,
+        vision_src=opts.vision_src is not None,
+        system_site_packages=opts.system_site_packages,
+        ccache=opts.ccache,
+    )
+    (ctx / "torchenv" / "build.args").write_text("".join(f"{a}\n" for a in inner))
+    shutil.copyfile(spec_file, ctx / "torchenv" / "stack.toml")
+    git_engine.torchenv_wheel(PROJECT, ctx / "torchenv" / "wheels", log)
+    comps = {c.name: c for c in source.components(variant)}
+    for name, path in (("torch", opts.src), ("torchvision", opts.vision_src)):
+        if path is not None:
+            git_engine.check_tag(Path(path), comps[name].tag)
+            git_engine.mirror_tag(Path(path), comps[name].tag, ctx / "torchenv" / "src" / f"{name}.git", log)
+
+
+def build_container(
+    stack: spec_mod.StackSpec, variant: spec_mod.VariantSpec, opts: Options, out: Callable[[str], None]
+) -> int:
+    if opts.engine not in ("docker", "podman"):
+        raise TorchenvError(f"unknown engine {opts.engine!r}.", fix="use --engine docker or podman")
+    for cert in opts.ca_certs:
+        validate_ca_cert(cert)
+    if opts.dry_run:
+        for line in container_plan(variant, opts):
+            out(line)
+        return 0
+    _recipes()
+    engine = connect(opts.engine)
+    run_id = uuid.uuid4().hex[:10]
+    tmp_tag = f"torchenv-tmp:source-{run_id}"
+    reports_dir = Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    log = Path(opts.log) if opts.log else reports_dir / "source-build.log"
+    log.write_text(f"torchenv build source --container {run_id} {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
+    workdir = Path(tempfile.mkdtemp(prefix=f"torchenv-source-{run_id}-"))
+    progress = Progress(label="torchenv build source")
+    phases: dict[str, float] = {}
+    result: dict[str, Any] = {
+        "schema": "torchenv.build/1",
+        "variant": "source",
+        "run_id": run_id,
+        "spec": {"path": stack.path, "hash": variant.spec_hash},
+        "log": str(log),
+    }
+    try:
+        with sigterm_as_interrupt():
+            t0 = time.monotonic()
+            args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
+            progress.phase(f"building {tmp_tag} from {args['BUILDER_IMAGE']} (log: {log})")
+            ctx = workdir / "context"
+            make_context(ctx, variant, opts, Path(stack.path), log)
+            with log.open("a") as fh:
+
+                def on_line(line: str) -> None:
+                    fh.write(line + "\n")
+                    fh.flush()
+                    step = parse_step(line)
+                    if step:
+                        progress.step(step.index, step.total, step.instruction)
+
+                image_id = engine.build(str(ctx), tmp_tag, args, on_line)
+            phases["build"] = round(time.monotonic() - t0, 2)
+            result["image"] = engine.image_facts(tmp_tag)
+
+            t0 = time.monotonic()
+            gpus = facts.nvml_driver() is not None
+            progress.phase(
+                f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
+                f"GPUs: {'all' if gpus else 'none on this host'})"
+            )
+            out_dir = workdir / "out"
+            out_dir.mkdir()
+            out_dir.chmod(0o777)
+            status, logs = engine.run(
+                tmp_tag,
+                check_command(opts.check_only),
+                ngc.run_options(gpus=gpus, out_dir=str(out_dir)),
+                labels={"io.torchenv.build": run_id},
+                timeout=CHECK_TIMEOUT,
+            )
+            phases["check"] = round(time.monotonic() - t0, 2)
+            with log.open("a") as fh:
+                fh.write(f"\n--- in-container check (exit {status}) ---\n{logs}\n")
+            report_file = out_dir / "report.json"
+            if not report_file.is_file():
+                raise BuildFailed(
+                    f"the in-container check wrote no report (exit {status}): "
+                    f"{logs.strip().splitlines()[-1:] or ['no output']}.",
+                    fix=f"see {log}",
+                )
+            check_report = json.loads(report_file.read_text())
+            result["check"] = check_report
+            out(report_mod.summary(check_report))
+            if status != 0:
+                raise BuildFailed(
+                    "the smoke suite failed inside the image; no tag was moved.",
+                    fix="read the failures above (cause and fix per check)",
+                )
+            torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
+            final = opts.tag or source.final_tag(variant, torch_version)
+            engine.tag(image_id, final)
+            result["tag"] = final
+            result["outcome"] = "passed"
+            progress.phase(f"PASSED: tagged {final}")
+            return 0
+    except BuildFailed as exc:
+        result["outcome"] = "failed"
+        result["error"] = exc.render()
+        raise
+    except KeyboardInterrupt:
+        result["outcome"] = "interrupted"
+        raise
+    finally:
+        _cleanup(engine, run_id, tmp_tag, workdir)
+        result["seconds"] = phases
+        if opts.json:
+            report_mod.write_json(result, opts.json)
+        with log.open("a") as fh:
+            fh.write(f"\nphases: {json.dumps(phases)}\n")
+
+
+def _cleanup(engine: DockerEngine, run_id: str, tmp_tag: str, workdir: Path) -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second ^C cannot leave debris
+    try:
+        engine.remove_containers({"io.torchenv.build": run_id})
+        engine.untag(tmp_tag)
+        shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)

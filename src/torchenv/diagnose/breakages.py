@@ -1,0 +1,454 @@
+"""The registry of known breakages: what users see, the cause, and the fix.
+
+One registry serves ``torchenv check`` (a failing smoke check is matched against it so the report
+names the cause instead of showing a traceback) and ``torchenv doctor`` (which looks for the same
+causes directly in the environment's facts). Pure: no torch import, no subprocess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torchenv.spec import compat
+
+Context = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Breakage:
+    id: str
+    symptom: str  # what the user sees
+    patterns: tuple[str, ...]  # regexes matched against error text (case-insensitive)
+    cause: Callable[[Context], str]
+    fix: Callable[[Context], str]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    id: str
+    symptom: str
+    cause: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "symptom": self.symptom, "cause": self.cause, "fix": self.fix}
+
+
+def _const(text: str) -> Callable[[Context], str]:
+    return lambda _ctx: text
+
+
+def _or(key: str, default: Callable[[Context], str] | str) -> Callable[[Context], str]:
+    """``ctx[key]`` when a caller found something more specific, else the default text.
+
+    ``torchenv doctor`` passes ``cause_here`` / ``fix_here``: the cause it found in this
+    environment, with the numbers, and the exact fix. No smoke check sets these keys, so what
+    ``check`` reports is unchanged.
+    """
+    fallback = _const(default) if isinstance(default, str) else default
+
+    def text(ctx: Context) -> str:
+        value = ctx.get(key)
+        return str(value) if value else fallback(ctx)
+
+    return text
+
+
+def _mismatch_cause(ctx: Context) -> str:
+    torch_v = ctx.get("torch_version") or "?"
+    vision_v = ctx.get("torchvision_version") or "?"
+    torch_cuda = ctx.get("torch_cuda")
+    vision_cuda = ctx.get("torchvision_cuda")
+    if torch_cuda is None and vision_cuda not in (None, 0, "0"):
+        return (
+            f"torch {torch_v} is a CPU build and cannot load torchvision {vision_v}, which was "
+            "built for CUDA: its compiled operators (nms, roi_align) fail to register"
+        )
+    if (
+        torch_cuda
+        and vision_cuda not in (None, 0, "0")
+        and re.fullmatch(r"\d+\.\d+", _vision_cuda(vision_cuda))
+        and _vision_cuda(vision_cuda) != torch_cuda
+    ):
+        return (
+            f"torch {torch_v} is built with CUDA {torch_cuda} but torchvision {vision_v} with "
+            f"CUDA {_vision_cuda(vision_cuda)}"
+        )
+    fits = compat.torchvision_for(str(torch_v)) if torch_v != "?" else None
+    pair = f"; torch {torch_v} pairs with torchvision {fits}.x" if fits else ""
+    return f"torch {torch_v} and torchvision {vision_v} do not match{pair}"
+
+
+def _vision_cuda(value: Any) -> str:
+    """torchvision.version.cuda is an int like 13000 in some builds, a string in others."""
+    text = str(value)
+    if text.isdigit() and len(text) >= 4:
+        number = int(text)
+        return f"{number // 1000}.{(number % 1000) // 10}"
+    return text
+
+
+def _mismatch_fix(ctx: Context) -> str:
+    torch_v = str(ctx.get("torch_version") or "")
+    fits = compat.torchvision_for(torch_v) if torch_v else None
+    if ctx.get("torch_cuda") is None and ctx.get("torchvision_cuda") not in (None, 0, "0"):
+        return (
+            "install a torch and torchvision pair from the same index: both CPU builds "
+            f"(torchvision {fits}.x+cpu) or both CUDA builds; `nox -s pip` installs the locked pair"
+            if fits
+            else "install torch and torchvision from the same index (both CPU or both CUDA builds)"
+        )
+    if fits:
+        return (
+            f"pip install 'torchvision=={fits}.*' from the same index as torch {torch_v}, or "
+            "rebuild the environment from the spec (`nox -s pip`)"
+        )
+    return "install the torchvision release built for this torch (torchvision's README table)"
+
+
+REGISTRY: tuple[Breakage, ...] = (
+    Breakage(
+        id="torch-torchvision-mismatch",
+        symptom="RuntimeError: operator torchvision::nms does not exist",
+        patterns=(
+            r"operator torchvision::\w+ does not exist",
+            r"Couldn't load custom C\+\+ ops",
+            r"torchvision.*(compiled|built) (with|against) .*(PyTorch|CUDA)",
+            r"Detected that PyTorch and torchvision were compiled with different CUDA",
+        ),
+        cause=_mismatch_cause,
+        fix=_mismatch_fix,
+    ),
+    Breakage(
+        id="arch-not-covered",
+        symptom="CUDA error: no kernel image is available for execution on the device",
+        patterns=(r"no kernel image is available", r"is not compatible with the current PyTorch installation"),
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"the GPU ({ctx.get('device_arch', 'its architecture')}) is not in the build's "
+                f"architecture list ({', '.join(ctx.get('arch_list') or []) or 'unknown'})"
+            ),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "use a build whose arch list covers this GPU (a newer CUDA wheel for new GPUs, an "
+                "older CUDA for Maxwell/Pascal/Volta, which CUDA 13 dropped), or build from source with "
+                "TORCH_CUDA_ARCH_LIST including it (`nox -s source`)"
+            ),
+        ),
+    ),
+    Breakage(
+        id="driver-too-old",
+        symptom="CUDA driver version is insufficient for CUDA runtime version (error 35/804)",
+        patterns=(
+            r"driver version is insufficient",
+            r"forward compatibility was attempted on non supported HW",
+            r"\berror 804\b",
+            r"The NVIDIA driver on your system is too old",
+        ),
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"the host driver ({ctx.get('driver') or 'unknown'}) is older than CUDA "
+                f"{ctx.get('torch_cuda') or '?'} needs ({ctx.get('min_driver') or 'see the release notes'})"
+                " or the forward-compatibility libraries are in use on a GPU that does not support them"
+            ),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "upgrade the node's driver to at least the spec's build.min_driver, or use a variant "
+                "built for an older CUDA; in containers, do not put cuda-compat on LD_LIBRARY_PATH on "
+                "consumer GPUs"
+            ),
+        ),
+    ),
+    Breakage(
+        id="shm-too-small",
+        symptom="DataLoader worker (pid N) is killed by signal: Bus error",
+        patterns=(
+            r"killed by signal: Bus error",
+            r"unable to (write|allocate) .*shared memory",
+            r"No space left on device.*shm",
+        ),
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"/dev/shm is {ctx.get('shm_mb', '?')} MB (Docker's default is 64 MB); DataLoader "
+                "workers pass batches through shared memory"
+            ),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "run the container with --ipc=host or --shm-size=8g (Apptainer shares the host's "
+                "/dev/shm), or set num_workers=0 as a stopgap"
+            ),
+        ),
+    ),
+    Breakage(
+        id="nccl-transport",
+        symptom="NCCL error: unhandled system error / falls back to sockets",
+        patterns=(r"NCCL.*(unhandled system error|shm|Error while creating shared memory)", r"ncclSystemError"),
+        cause=_or(
+            "cause_here",
+            _const("NCCL could not use shared memory or InfiniBand between ranks"),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "give the container --ipc=host (or a large --shm-size); on InfiniBand clusters make "
+                "sure the NCCL IB plugin and /dev/infiniband are visible; NCCL_DEBUG=INFO names the "
+                "transport it chose"
+            ),
+        ),
+    ),
+    Breakage(
+        id="glibcxx-mix",
+        symptom="ImportError: ... version `GLIBCXX_3.4.xx' not found",
+        patterns=(r"GLIBCXX_[\d.]+'? not found", r"CXXABI_[\d.]+'? not found"),
+        cause=_or(
+            "cause_here",
+            _const(
+                "an older system libstdc++ is loaded before the environment's own, usually through "
+                "LD_LIBRARY_PATH (conda and system libraries mixed)"
+            ),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "unset LD_LIBRARY_PATH (torch finds its libraries through RPATH), or put the "
+                "environment's lib directory first"
+            ),
+        ),
+    ),
+    Breakage(
+        id="cudnn-mismatch",
+        symptom="cuDNN version incompatibility",
+        patterns=(r"cuDNN version incompatibility", r"libcudnn[\w.]*: cannot open shared object"),
+        cause=_or(
+            "cause_here",
+            lambda ctx: (
+                f"the cuDNN loaded at run time ({ctx.get('cudnn_runtime', '?')}) differs from the one "
+                f"torch was compiled against ({ctx.get('cudnn_compiled', '?')})"
+            ),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "remove other cuDNN copies from LD_LIBRARY_PATH and reinstall the nvidia-cudnn wheel "
+                "pinned by the lock file"
+            ),
+        ),
+    ),
+    Breakage(
+        id="compile-toolchain",
+        symptom="torch.compile fails: InvalidCxxCompiler / no working C compiler / triton missing",
+        patterns=(
+            r"InvalidCxxCompiler",
+            r"No working C compiler",
+            r"Failed to find C compiler",
+            r"Cannot find a working triton installation",
+            r"gcc.*not found",
+            r"Python.h: No such file",
+        ),
+        cause=_const(
+            "torch.compile (inductor) needs a C/C++ compiler and the Python headers on CPU, and "
+            "Triton on GPU; slim images often lack them"
+        ),
+        fix=_const(
+            "install gcc/g++ and python3-dev in the image (or CXX=/path/to/g++), and the triton "
+            "wheel matching torch for GPUs"
+        ),
+    ),
+    Breakage(
+        id="cpu-torch-gpu-promised",
+        symptom="torch.cuda.is_available() is False on a GPU node; torch.version.cuda is None",
+        patterns=(r"Torch not compiled with CUDA enabled",),
+        cause=_or(
+            "cause_here",
+            _const(
+                "a CPU build of torch is installed where the variant promises a GPU (the conda "
+                "login-node trap: the solver picked a CPU build because the build host had no GPU)"
+            ),
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "reinstall with a CUDA build: conda `pytorch=*=cuda*` with CONDA_OVERRIDE_CUDA set "
+                "on GPU-less build hosts; pip the default CUDA wheel"
+            ),
+        ),
+    ),
+    Breakage(
+        id="no-usable-gpu",
+        symptom="torch.cuda.is_available() is False",
+        patterns=(
+            r"Found no NVIDIA driver",
+            r"CUDA driver initialization failed",
+            r"no CUDA-capable device is detected",
+        ),
+        cause=_or(
+            "cause_here",
+            lambda ctx: f"no usable GPU is visible: {ctx.get('cuda_error') or 'no device found'}",
+        ),
+        fix=_or(
+            "fix_here",
+            _const(
+                "run on a GPU node (Slurm: --gres=gpu:1 / --gpus=1), pass the GPUs into the container "
+                "(docker --gpus all, apptainer --nv), and check CUDA_VISIBLE_DEVICES"
+            ),
+        ),
+    ),
+    Breakage(
+        id="version-mismatch",
+        symptom="the environment holds other versions than the spec says",
+        patterns=(),
+        cause=lambda ctx: ctx.get("detail", "installed versions differ from the spec"),
+        fix=lambda ctx: ctx.get(
+            "fix_hint", "rebuild the environment from the spec (`nox -s pip`, or the variant's session)"
+        ),
+    ),
+    Breakage(
+        id="missing-package",
+        symptom="ModuleNotFoundError for a package the variant promises",
+        patterns=(),
+        cause=_or("cause_here", lambda ctx: f"{ctx.get('package', 'a promised package')} is not installed"),
+        fix=_or(
+            "fix_here",
+            lambda ctx: (
+                "install it from the variant's lock (`pip install --require-hashes -r env/pip.lock`) "
+                + (
+                    "or remove the variant's `torchvision` pin from the spec"
+                    if ctx.get("where") == "torchvision"
+                    else f"or remove {ctx.get('package', 'it')} from the spec's packages list"
+                )
+            ),
+        ),
+    ),
+    Breakage(
+        id="ld-library-path",
+        symptom="import torch fails or loads the wrong libraries once LD_LIBRARY_PATH is set",
+        patterns=(r"cannot open shared object file",),
+        cause=_const("torch's shared libraries do not resolve through RPATH alone"),
+        fix=_const("reinstall torch from wheels (which carry RPATH); do not rely on LD_LIBRARY_PATH"),
+    ),
+    Breakage(
+        id="hang",
+        symptom="the check hangs (rendezvous, CUDA start-up, DataLoader workers)",
+        patterns=(),
+        cause=lambda ctx: ctx.get("detail", "the check did not finish within its timeout"),
+        fix=lambda ctx: ctx.get(
+            "fix_hint",
+            "see the stack dump in the log; for distributed checks, check that localhost ports "
+            "are open and MASTER_ADDR resolves; for DataLoader workers, /dev/shm and fork safety",
+        ),
+    ),
+    Breakage(
+        id="wrong-result",
+        symptom="a computation gives a wrong result",
+        patterns=(),
+        cause=lambda ctx: ctx.get("detail", "a kernel produced a wrong result"),
+        fix=lambda ctx: ctx.get(
+            "fix_hint", "report it with the JSON report attached; try the same check on another node"
+        ),
+    ),
+    # Found by ``torchenv doctor`` in the environment's facts (the DataLoader warning is also
+    # matched in check output).
+    Breakage(
+        id="cpu-oversubscribed",
+        symptom=(
+            'training and data loading crawl, CPUs thrash; the DataLoader warns "Our suggested max '
+            'number of worker in current system is N"'
+        ),
+        patterns=(r"suggested max number of worker in current system is \d+",),
+        cause=_or(
+            "cause_here",
+            "torch threads or DataLoader workers outnumber the CPUs the job may use (its affinity "
+            "mask, cgroup CPU quota or SLURM_CPUS_PER_TASK), usually because they were sized by "
+            "os.cpu_count(), which counts every CPU of the machine",
+        ),
+        fix=_or(
+            "fix_here",
+            "size torch.set_num_threads() and DataLoader(num_workers=...) by the CPUs the job has: "
+            "len(os.sched_getaffinity(0)), capped by SLURM_CPUS_PER_TASK and the cgroup quota",
+        ),
+    ),
+    Breakage(
+        id="user-site-leak",
+        symptom="a package from ~/.local is imported instead of the image's (another version, ImportError)",
+        patterns=(),
+        cause=_or(
+            "cause_here",
+            "the user site-packages (~/.local/lib/pythonX.Y/site-packages) is on sys.path ahead of the "
+            "environment; Apptainer mounts $HOME, so packages a user pip-installed leak into the image",
+        ),
+        fix=_or(
+            "fix_here",
+            "export PYTHONNOUSERSITE=1 (Apptainer: apptainer exec --env PYTHONNOUSERSITE=1, or --no-home)",
+        ),
+    ),
+    Breakage(
+        id="pythonpath-leak",
+        symptom="a package from a PYTHONPATH folder is imported instead of the environment's",
+        patterns=(),
+        cause=_or(
+            "cause_here",
+            "PYTHONPATH names a folder that holds installed packages; it comes before the environment on sys.path",
+        ),
+        fix=_or("fix_here", "unset PYTHONPATH (or remove the folder from it) before starting Python"),
+    ),
+    Breakage(
+        id="torch-outside-env",
+        symptom="torch is imported from outside the environment or image (not the build that was checked)",
+        patterns=(),
+        cause=_or("cause_here", "torch.__file__ lies outside the environment's site-packages"),
+        fix=_or(
+            "fix_here",
+            "remove the outside copy from the import path (PYTHONPATH, ~/.local, .pth files) so the "
+            "environment's torch is imported",
+        ),
+    ),
+    Breakage(
+        id="torch-import-fails",
+        symptom="import torch raises",
+        patterns=(),
+        cause=_or("cause_here", "torch is installed but cannot be imported"),
+        fix=_or("fix_here", "rebuild the environment from the spec (`nox -s pip`, or the variant's session)"),
+    ),
+)
+
+REGISTRY += (
+    Breakage(
+        id="torch-not-installed",
+        symptom="ModuleNotFoundError: No module named 'torch'",
+        patterns=(r"No module named 'torch'",),
+        cause=_const("torch is not installed in the interpreter that runs torchenv"),
+        fix=_const(
+            "run torchenv with the environment's own interpreter (e.g. `.nox/pip/bin/torchenv check`, or "
+            "inside the image/SIF), or build the variant first (`nox -s pip`)"
+        ),
+    ),
+)
+
+BY_ID: dict[str, Breakage] = {b.id: b for b in REGISTRY}
+
+
+def diagnosis(breakage_id: str, ctx: Context | None = None) -> Diagnosis:
+    breakage = BY_ID[breakage_id]
+    context = ctx or {}
+    return Diagnosis(breakage.id, breakage.symptom, breakage.cause(context), breakage.fix(context))
+
+
+def match(text: str, ctx: Context | None = None) -> Diagnosis | None:
+    """The first breakage whose pattern occurs in ``text`` (an error message or log)."""
+    for breakage in REGISTRY:
+        for pattern in breakage.patterns:
+            if re.search(pattern, text, flags=re.IGNORECASE):
+                return diagnosis(breakage.id, ctx)
+    return None

@@ -1,0 +1,1013 @@
+"""``torchenv doctor``: what is wrong with this environment, the cause found here, and the fix.
+
+Data flows one way and the judging is kept apart from the gathering:
+
+* :func:`torchenv.probe.facts.doctor_facts` gathers (in this process: imports torch, reads /proc and
+  /sys; no subprocess, nothing trained, a few seconds);
+* :func:`findings` judges: PURE, plain dicts in, :class:`Finding` objects out, so every rule is
+  unit-tested with injected facts;
+* :func:`render` / :func:`build_report` present, and :func:`run` is the thin CLI layer.
+
+Every finding is an entry of the one registry of known breakages (:mod:`torchenv.diagnose.breakages`),
+the same registry that names the causes of failing ``torchenv check`` runs: its id and symptom
+come from there; the cause names what was found HERE (paths, versions, numbers) and the fix is
+the exact command or setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from torchenv import __version__
+from torchenv.diagnose import breakages
+from torchenv.errors import require_writable
+from torchenv.spec import compat, gpuarch
+from torchenv.spec.model import StackSpec, VariantSpec, python_matches, version_matches
+
+SCHEMA = "torchenv.doctor/1"
+
+#: Below this much free space in /dev/shm, DataLoader workers and NCCL run out (Docker and
+#: Kubernetes give 64 MB by default; NCCL's own container advice is at least --shm-size=1g).
+SHM_MIN_MB = 1024
+#: What one DataLoader batch takes in /dev/shm in the example the finding gives (32 RGB 224x224
+#: float32 images), to turn the size into a number of workers.
+_EXAMPLE_BATCH_MB = 32 * 3 * 224 * 224 * 4 / 2**20
+_PREFETCH = 2  # DataLoader's default prefetch_factor
+_CONSUMER_GPU = re.compile(r"GeForce|TITAN", re.IGNORECASE)
+_GLIBCXX_NEEDED = re.compile(r"version `(GLIBCXX|CXXABI)_([\d.]+)' not found(?: \(required by ([^)]+)\))?")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: the registry's id and symptom, the cause found here, the exact fix, and the
+    facts that show it (paths, versions, numbers)."""
+
+    id: str
+    symptom: str
+    cause: str
+    fix: str
+    evidence: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "symptom": self.symptom,
+            "cause": self.cause,
+            "fix": self.fix,
+            "evidence": list(self.evidence),
+        }
+
+
+def _finding(
+    breakage_id: str,
+    evidence: Sequence[str],
+    *,
+    cause: str | None = None,
+    fix: str | None = None,
+    ctx: Mapping[str, Any] | None = None,
+) -> Finding:
+    full = {**(ctx or {})}
+    if cause:
+        full["cause_here"] = cause
+    if fix:
+        full["fix_here"] = fix
+    diag = breakages.diagnosis(breakage_id, full)
+    return Finding(diag.id, diag.symptom, diag.cause, diag.fix, tuple(evidence))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the facts (a probe that failed is {"error": ...}; treat it as unknown)
+
+
+def _section(facts: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = facts.get(key)
+    return value if isinstance(value, dict) and "error" not in value else {}
+
+
+def _sub(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _torch(facts: Mapping[str, Any]) -> dict[str, Any]:
+    return _section(facts, "torch")
+
+
+def _runtime(facts: Mapping[str, Any]) -> dict[str, Any]:
+    runtime = _torch(facts).get("cuda_runtime")
+    return runtime if isinstance(runtime, dict) and "error" not in runtime else {}
+
+
+def _devices(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list(_runtime(facts).get("devices") or [])
+
+
+def _version(text: str | None) -> Version | None:
+    try:
+        return Version(text) if text else None
+    except InvalidVersion:
+        return None
+
+
+def _under(path: str, folders: Sequence[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders if f)
+
+
+def _ranges(cpus: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5"."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and runs[-1][1] == cpu - 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _rebuild(variant: VariantSpec) -> str:
+    return f"rebuild the '{variant.name}' variant from the spec ({variant.spec_path}): `nox -s {variant.name}`"
+
+
+# --------------------------------------------------------------------------------------------
+# The rules. Each takes the facts and the variant and returns findings; none touches the system.
+
+
+def rule_torch_import(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """torch cannot be imported at all: name the known breakage behind the error if there is one."""
+    torch_f = facts.get("torch")
+    if not isinstance(torch_f, dict) or "error" not in torch_f:
+        return []
+    error = str(torch_f["error"])
+    evidence = [f"import torch: {error}"]
+    if re.search(r"No module named '?torch'?$", error):
+        return [
+            _finding(
+                "missing-package",
+                evidence,
+                ctx={"package": "torch"},
+                cause=f"torch is not installed in this environment ({_section(facts, 'python').get('prefix', '?')}), "
+                f"run by {_section(facts, 'python').get('executable', '?')}",
+                fix=f"run doctor with the environment's own python, or {_rebuild(variant)}",
+            )
+        ]
+    known = breakages.match(error)
+    if known is not None and known.id == "glibcxx-mix" and _GLIBCXX_NEEDED.search(error):
+        return []  # rule_glibcxx explains it, with the libraries' paths and versions
+    if known is not None:
+        return [_finding(known.id, evidence, cause=f"import torch fails: {error}")]
+    return [_finding("torch-import-fails", evidence, cause=f"import torch raises {error}", fix=_rebuild(variant))]
+
+
+def _outside_source(path: str, facts: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Where a module outside the environment comes from: ("PYTHONPATH", entry) or ("user site", path)."""
+    paths = _section(facts, "import_paths")
+    for entry in paths.get("pythonpath") or []:
+        if _under(path, [entry.get("entry", "")]):
+            return "PYTHONPATH", entry["entry"]
+    user = paths.get("user_site") or {}
+    if user.get("path") and _under(path, [user["path"]]):
+        return "user site", user["path"]
+    return None
+
+
+def rule_torch_location(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """torch.__file__ outside the environment: the torch that runs is not the one that was built."""
+    torch_file = _torch(facts).get("file")
+    paths = _section(facts, "import_paths")
+    env_site = list(paths.get("env_site") or [])
+    if not torch_file or not env_site or _under(torch_file, env_site):
+        return []
+    evidence = [f"torch.__file__ = {torch_file}", f"the environment's site-packages: {', '.join(env_site)}"]
+    source = _outside_source(torch_file, facts)
+    env_torch = (paths.get("env_versions") or {}).get("torch")
+    if env_torch:
+        evidence.append(f"the environment itself holds torch {env_torch}")
+    if source is not None and source[0] == "PYTHONPATH":
+        fix = f"remove {source[1]} from PYTHONPATH (`unset PYTHONPATH` if it holds nothing else you need)"
+    elif source is not None:
+        fix = f"export PYTHONNOUSERSITE=1, or delete torch from {source[1]}"
+    else:
+        fix = (
+            "find what puts that folder on sys.path (a .pth file, sys.path edits, PYTHONHOME) and remove it; "
+            "`python -c 'import sys; print(sys.path)'` lists the order"
+        )
+    where = f" (through {source[0]}: {source[1]})" if source else ""
+    return [
+        _finding(
+            "torch-outside-env",
+            evidence,
+            cause=f"torch {_torch(facts).get('version', '?')} is imported from {torch_file}{where}, outside the "
+            f"environment ({', '.join(env_site)})",
+            fix=fix,
+        )
+    ]
+
+
+def rule_versions(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """The environment holds what the spec says (torch, torchvision, Python, CUDA build)."""
+    torch_f = _torch(facts)
+    if not torch_f.get("version"):
+        return []
+    out: list[Finding] = []
+    diffs: list[str] = []
+    if not version_matches(variant.torch, torch_f["version"]):
+        diffs.append(f"torch {torch_f['version']} (the spec says {variant.torch})")
+    vision = _section(facts, "torchvision_build")
+    vision_version = vision.get("build_version") or vision.get("dist_version")
+    if (
+        variant.torchvision
+        and vision.get("installed")
+        and vision_version
+        and not version_matches(variant.torchvision, vision_version)
+    ):
+        diffs.append(f"torchvision {vision_version} (the spec says {variant.torchvision})")
+    py = str(_section(facts, "python").get("version") or "")
+    if py and not python_matches(variant.python, tuple(int(p) for p in py.split(".")[:3] if p.isdigit())):
+        diffs.append(f"Python {py} (the spec says {variant.python})")
+    have_cuda, want_cuda = torch_f.get("cuda"), variant.build.cuda
+    if have_cuda is None and want_cuda is not None and variant.promises.gpu:
+        out.append(_cpu_torch_gpu_promised(facts, variant))
+    elif have_cuda != want_cuda:
+        diffs.append(
+            f"torch built with CUDA {have_cuda or 'none (a CPU build)'} (the spec says {want_cuda or 'a CPU build'})"
+        )
+    if diffs:
+        out.append(
+            _finding(
+                "version-mismatch",
+                [f"spec: {variant.spec_path}, variant '{variant.name}' (hash {variant.spec_hash})", *diffs],
+                ctx={
+                    "detail": f"this environment holds {'; '.join(diffs)}",
+                    "fix_hint": _rebuild(variant),
+                },
+            )
+        )
+    return out
+
+
+def _cpu_torch_gpu_promised(facts: Mapping[str, Any], variant: VariantSpec) -> Finding:
+    torch_f = _torch(facts)
+    env = facts.get("env") or {}
+    evidence = [
+        f"torch {torch_f.get('version')}: torch.version.cuda is None",
+        f"variant '{variant.name}' promises a GPU; the spec's build.cuda = {variant.build.cuda}",
+    ]
+    if env.get("CONDA_PREFIX"):
+        evidence.append(f"conda environment: {env['CONDA_PREFIX']}")
+    options = variant.options
+    if variant.name == "conda" or env.get("CONDA_PREFIX"):
+        cuda_version = options.get("cuda_version") or variant.build.cuda
+        build = options.get("pytorch_build") or "cuda*"
+        fix = (
+            f"CONDA_OVERRIDE_CUDA={cuda_version} conda install -c conda-forge "
+            f"'pytorch={variant.torch}={build}' 'cuda-version={cuda_version}' (the override lets the solver "
+            "pick a CUDA build on a GPU-less login node)"
+        )
+        cause = (
+            f"conda installed a CPU build of torch ({torch_f.get('version')}) where variant '{variant.name}' "
+            "promises a GPU: solved on a host without a GPU, conda-forge falls back to the CPU build"
+        )
+    else:
+        fix = f"install the CUDA build of torch {variant.torch} (PyPI's default Linux wheel), or {_rebuild(variant)}"
+        cause = f"torch {torch_f.get('version')} is a CPU build where variant '{variant.name}' promises a GPU"
+    return _finding("cpu-torch-gpu-promised", evidence, cause=cause, fix=fix)
+
+
+def rule_torchvision(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """torch and torchvision built for each other (release pair, and CPU vs CUDA build)."""
+    torch_f = _torch(facts)
+    vision = _section(facts, "torchvision_build")
+    if not torch_f.get("version") or not vision.get("installed"):
+        return []
+    torch_v = str(torch_f["version"])
+    vision_v = str(vision.get("build_version") or vision.get("dist_version"))
+    reasons: list[str] = []
+    imported = facts.get("torchvision")
+    if isinstance(imported, dict) and imported.get("error"):
+        reasons.append(f"import torchvision: {imported['error']}")
+    try:
+        ok, note = compat.check_pair(torch_v, vision_v)
+    except InvalidVersion:
+        ok, note = True, None
+    if not ok and note:
+        reasons.append(note)
+    required = vision.get("requires_torch")
+    if required:
+        try:
+            req = Requirement(required)
+            have = Version(torch_v)
+            if req.specifier and not req.specifier.contains(Version(have.public), prereleases=True):
+                reasons.append(f"torchvision {vision_v}'s metadata requires {required}; torch {torch_v} is installed")
+        except (InvalidRequirement, InvalidVersion):
+            pass
+    torch_cuda, vision_cuda = torch_f.get("cuda"), vision.get("cuda")
+    if torch_cuda is None and vision_cuda:
+        reasons.append(f"torch is a CPU build; torchvision {vision_v} is built for CUDA {vision_cuda}")
+    elif torch_cuda and vision_cuda and torch_cuda != vision_cuda:
+        reasons.append(f"torch is built with CUDA {torch_cuda}; torchvision {vision_v} with CUDA {vision_cuda}")
+    elif torch_cuda and vision.get("cpu_build"):
+        reasons.append(f"torch is built with CUDA {torch_cuda}; torchvision {vision_v} is a CPU build")
+    if not reasons:
+        return []
+    ctx = {
+        "torch_version": torch_v,
+        "torch_cuda": torch_cuda,
+        "torchvision_version": vision_v,
+        "torchvision_cuda": vision_cuda,
+    }
+    return [_finding("torch-torchvision-mismatch", reasons, ctx=ctx)]
+
+
+def rule_gpu_arch(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Each visible GPU runs code from this build (SASS for it, compatible SASS, or PTX)."""
+    archs = list(_torch(facts).get("arch_list") or [])
+    out: list[Finding] = []
+    for device in _devices(facts):
+        major, _, minor = str(device.get("capability", "")).partition(".")
+        if not (major.isdigit() and minor.isdigit()) or not archs:
+            continue
+        if gpuarch.coverage(archs, (int(major), int(minor))) is not None:
+            continue
+        arch = f"sm_{major}{minor}"
+        cuda = _torch(facts).get("cuda") or "?"
+        dropped = int(major) < 7 or (int(major), int(minor)) == (7, 0)
+        fix = (
+            f"use a build that carries {arch}: for this GPU a CUDA 12.x build (CUDA 13 dropped Maxwell, "
+            'Pascal and Volta), e.g. a variant with build.cuda = "12.9"'
+            if dropped and str(cuda).startswith("13")
+            else f"use a build whose arch list includes {arch} or a lower {major}.x / compute_ PTX entry: "
+            f'TORCH_CUDA_ARCH_LIST="{major}.{minor}" for a source build (`nox -s source`), or a newer wheel'
+        )
+        out.append(
+            _finding(
+                "arch-not-covered",
+                [
+                    f"GPU {device.get('index')}: {device.get('name')} (compute capability {major}.{minor})",
+                    f"torch.cuda.get_arch_list(): {', '.join(archs)} (CUDA {cuda})",
+                ],
+                ctx={"device_arch": arch, "arch_list": archs},
+                cause=f"{device.get('name')} is {arch}, and this build of torch (CUDA {cuda}) carries no code it can "
+                f"run: {', '.join(archs)} (SASS runs on the same major version with an equal or higher minor, "
+                "PTX on newer GPUs)",
+                fix=fix,
+            )
+        )
+    return out
+
+
+def rule_driver(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """The driver is new enough for the build's CUDA; forward compatibility only where it works."""
+    torch_f = _torch(facts)
+    runtime = _runtime(facts)
+    nvidia = _section(facts, "nvidia")
+    cuda = torch_f.get("cuda")
+    if not cuda:
+        return []
+    driver = runtime.get("driver") or nvidia.get("kernel_module")
+    reason = str(runtime.get("reason") or "")
+    libcuda = nvidia.get("libcuda") or {}
+    evidence = [f"torch {torch_f.get('version')} is built with CUDA {cuda}"]
+    if driver:
+        evidence.append(f"NVIDIA driver (kernel module): {driver}")
+    if libcuda:
+        evidence.append(f"libcuda loaded: {libcuda.get('realpath')} (version {libcuda.get('file_version', '?')})")
+    if reason:
+        evidence.append(f"torch.cuda.is_available() is False: {reason}")
+    floor = variant.build.min_driver if variant.build.cuda == cuda else None
+    if nvidia.get("forward_compat"):
+        consumer = [d["name"] for d in _devices(facts) if _CONSUMER_GPU.search(str(d.get("name", "")))]
+        failing = not runtime.get("available")
+        if consumer or failing:
+            compat_dir = os.path.dirname(str(libcuda.get("realpath", ""))) or "the cuda-compat folder"
+            what = f"{', '.join(consumer)} (a GeForce/TITAN GPU)" if consumer else "this GPU"
+            return [
+                _finding(
+                    "driver-too-old",
+                    evidence,
+                    cause=f"CUDA forward compatibility is on (libcuda {libcuda.get('file_version', '?')} from "
+                    f"{compat_dir} over kernel module {driver or '?'}), and it does not work for {what}: "
+                    'CUDA calls fail with error 804 ("forward compatibility was attempted on non supported HW")',
+                    fix=f"take {compat_dir} out of LD_LIBRARY_PATH (in NGC images: do not let the entrypoint enable "
+                    f"cuda-compat on this GPU) and upgrade the host driver to >= {floor or f'what CUDA {cuda} needs'}, "
+                    "or use a variant built for a CUDA the host driver supports",
+                    ctx={"driver": driver, "torch_cuda": cuda, "min_driver": floor},
+                )
+            ]
+        return []  # forward compatibility on a data-center GPU, and CUDA works: as designed
+    known = breakages.match(reason) if reason else None
+    old = bool(driver and floor and (_version(driver) or Version("0")) < (_version(floor) or Version("0")))
+    if (known is not None and known.id == "driver-too-old") or old:
+        return [
+            _finding(
+                "driver-too-old",
+                evidence + ([f"variant '{variant.name}' build.min_driver = {floor}"] if floor else []),
+                ctx={"driver": driver, "torch_cuda": cuda, "min_driver": floor},
+                cause=f"the NVIDIA driver here is {driver or 'unknown'}, older than CUDA {cuda} needs "
+                f"({floor or 'see the CUDA release notes'})",
+                fix=f"upgrade the node's driver to >= {floor or 'the minimum for CUDA ' + str(cuda)} (cluster admins), "
+                "or use a variant built for an older CUDA; in NGC containers forward compatibility (cuda-compat) "
+                "covers this on data-center GPUs only",
+            )
+        ]
+    return []
+
+
+def rule_no_gpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """The variant promises a GPU, torch is a CUDA build, and CUDA is not usable here."""
+    torch_f = _torch(facts)
+    runtime = _runtime(facts)
+    if not (variant.promises.gpu and torch_f.get("cuda")) or not runtime or runtime.get("available"):
+        return []
+    reason = str(runtime.get("reason") or "no device found")
+    known = breakages.match(reason)
+    if known is not None and known.id == "driver-too-old":
+        return []  # rule_driver explains it
+    env = facts.get("env") or {}
+    evidence = [f"torch.cuda.is_available() is False: {reason}"]
+    fix = None
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        evidence.append(f"CUDA_VISIBLE_DEVICES={visible!r}")
+        if visible.strip() in {"", "-1", "none", "NoDevFiles"}:
+            fix = "unset CUDA_VISIBLE_DEVICES (it hides every GPU), or set it to the GPUs the job was given"
+    return [
+        _finding(
+            "no-usable-gpu",
+            evidence,
+            ctx={"cuda_error": reason},
+            cause=f"variant '{variant.name}' promises a GPU but none is usable here: {reason}",
+            fix=fix,
+        )
+    ]
+
+
+def _cudnn_tuple(text: Any) -> tuple[int, ...] | None:
+    parts = str(text or "").split(".")
+    return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else None
+
+
+def rule_cudnn(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """The cuDNN loaded at run time is the one torch was compiled against (same major, not older)."""
+    torch_f = _torch(facts)
+    cudnn = _sub(torch_f, "cudnn")
+    if not torch_f.get("cuda") or not cudnn:
+        return []
+    libs = _section(facts, "libraries")
+    loaded = list((libs.get("loaded") or {}).get("libcudnn") or [])
+    on_path = [
+        (e["entry"], e["libs"]["libcudnn"]["realpath"])
+        for e in libs.get("ld_library_path") or []
+        if "libcudnn" in (e.get("libs") or {})
+    ]
+    evidence = [f"libcudnn loaded from {p}" for p in loaded] + [
+        f"LD_LIBRARY_PATH entry {entry} holds {real}" for entry, real in on_path
+    ]
+    fix = (
+        f"take {', '.join(e for e, _ in on_path)} out of LD_LIBRARY_PATH (torch finds its own cuDNN through RPATH)"
+        if on_path
+        else "reinstall the nvidia-cudnn wheel the lock file pins (`pip install --force-reinstall --no-deps "
+        "--require-hashes -r env/pip.lock`), or rebuild the environment"
+    )
+    compiled, runtime = _cudnn_tuple(cudnn.get("compiled")), _cudnn_tuple(cudnn.get("runtime_tuple"))
+    if cudnn.get("available") is False and variant.promises.gpu:
+        return [
+            _finding(
+                "cudnn-mismatch",
+                evidence or ["torch.backends.cudnn.is_available() is False"],
+                ctx={"cudnn_runtime": "none", "cudnn_compiled": cudnn.get("compiled", "?")},
+                cause="this CUDA build of torch cannot load cuDNN (torch.backends.cudnn.is_available() is False)",
+                fix=fix,
+            )
+        ]
+    if compiled and runtime and (runtime[0] != compiled[0] or runtime < compiled):
+        ctx = {"cudnn_runtime": cudnn.get("runtime_tuple"), "cudnn_compiled": cudnn.get("compiled")}
+        return [
+            _finding(
+                "cudnn-mismatch",
+                [
+                    f"compiled against cuDNN {cudnn.get('compiled')}, loaded cuDNN {cudnn.get('runtime_tuple')}",
+                    *evidence,
+                ],
+                ctx=ctx,
+                fix=fix,
+            )
+        ]
+    return []
+
+
+def _shm(facts: Mapping[str, Any]) -> tuple[int, int] | None:
+    shm = _section(facts, "shm")
+    if not isinstance(shm.get("size_mb"), int) or not isinstance(shm.get("free_mb"), int):
+        return None
+    return int(shm["size_mb"]), int(shm["free_mb"])
+
+
+def _shm_fix(facts: Mapping[str, Any]) -> str:
+    container = _section(facts, "container")
+    if container.get("kubernetes"):
+        return "mount an emptyDir volume with medium: Memory (sizeLimit: 8Gi) at /dev/shm in the pod spec"
+    if container.get("apptainer"):
+        return (
+            "Apptainer shares the host's /dev/shm, so the host's is small or full: ask the admins to enlarge it, "
+            "or bind a larger tmpfs (apptainer exec --mount type=bind,src=/path/on/tmpfs,dst=/dev/shm)"
+        )
+    return "start the container with --ipc=host (or --shm-size=8g): docker run --ipc=host ..."
+
+
+def rule_shm(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """/dev/shm big and free enough for DataLoader workers (Docker gives 64 MB)."""
+    shm = _shm(facts)
+    if shm is None or shm[1] >= SHM_MIN_MB:
+        return []
+    size, free = shm
+    workers = max(_budget_usable(facts) - 1, 1)
+    need = workers * _PREFETCH * _EXAMPLE_BATCH_MB
+    evidence = [
+        f"/dev/shm: {size} MB, {free} MB free (doctor wants at least {SHM_MIN_MB} MB free)",
+        f"a batch of 32 RGB 224x224 float32 images is {_EXAMPLE_BATCH_MB:.1f} MB; with num_workers={workers} and "
+        f"prefetch_factor={_PREFETCH}, about {need:.0f} MB sit in /dev/shm at once",
+    ]
+    container = _section(facts, "container")
+    kinds = [k for k in ("docker", "podman", "kubernetes", "apptainer") if container.get(k)]
+    if kinds:
+        evidence.append(f"running in a container ({', '.join(kinds)})")
+    full = size >= SHM_MIN_MB
+    cause = (
+        f"/dev/shm has only {free} MB free of {size} MB: leftover files (killed jobs) fill it; DataLoader workers "
+        "pass every batch through it and die with SIGBUS when it runs out"
+        if full
+        else f"/dev/shm is {size} MB (Docker's and Kubernetes' default is 64 MB); DataLoader workers pass every "
+        "batch through it and die with SIGBUS when it runs out"
+    )
+    fix = (
+        "remove the leftover files in /dev/shm (ls -la /dev/shm; torch_* files of dead jobs), or set "
+        "num_workers=0 as a stopgap"
+        if full
+        else f"{_shm_fix(facts)}; as a stopgap DataLoader(num_workers=0)"
+    )
+    return [_finding("shm-too-small", evidence, ctx={"shm_mb": size}, cause=cause, fix=fix)]
+
+
+def rule_nccl(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """NCCL present in a GPU build, and not pushed onto sockets or out of shared memory."""
+    torch_f = _torch(facts)
+    if not torch_f.get("cuda"):
+        return []
+    nccl = _sub(torch_f, "nccl")
+    devices = _devices(facts)
+    if not nccl.get("available"):
+        if variant.promises.gpu or devices:
+            return [
+                _finding(
+                    "nccl-transport",
+                    [
+                        "torch.distributed.is_nccl_available() is False "
+                        f"({nccl.get('error') or 'no NCCL in this build'})"
+                    ],
+                    cause=f"this CUDA build of torch ({torch_f.get('version')}) has no NCCL: multi-GPU training "
+                    "(DDP/FSDP with backend='nccl') cannot start",
+                    fix="install a torch build with NCCL (PyPI's CUDA wheels and the nvidia-nccl wheel), or "
+                    f"{_rebuild(variant)}",
+                )
+            ]
+        return []
+    out: list[Finding] = []
+    env = facts.get("env") or {}
+    ib = _section(facts, "infiniband")
+    hcas = list(ib.get("devices") or [])
+    if hcas:
+        evidence = [f"InfiniBand adapters on the host: {', '.join(hcas)}", f"NCCL {nccl.get('version', '?')}"]
+        forced = [f"{k}={env[k]}" for k in ("NCCL_IB_DISABLE", "NCCL_NET") if k in env]
+        socket_forced = env.get("NCCL_IB_DISABLE", "").strip() == "1" or env.get("NCCL_NET", "").lower() == "socket"
+        if not ib.get("dev_infiniband"):
+            cause = f"the host has InfiniBand ({', '.join(hcas)}) but /dev/infiniband is not visible here"
+            fix = (
+                "pass the devices into the container: docker run --device=/dev/infiniband --cap-add=IPC_LOCK "
+                "--ulimit memlock=-1 (Apptainer: run without --contain, or --bind /dev/infiniband)"
+            )
+        elif ib.get("libibverbs") is False:
+            cause = "libibverbs.so.1 cannot be loaded, and NCCL needs it for its InfiniBand transport"
+            fix = "install the RDMA user-space libraries in the image (Debian/Ubuntu: rdma-core, libibverbs1)"
+        elif socket_forced:
+            cause = f"{' '.join(forced)} is set, which forces NCCL onto TCP sockets although InfiniBand is present"
+            fix = f"unset {' '.join(k.split('=')[0] for k in forced)}"
+        else:
+            cause = ""
+            fix = ""
+        if cause:
+            out.append(
+                _finding(
+                    "nccl-transport",
+                    evidence + forced,
+                    cause=f"{cause}: NCCL falls back to TCP sockets between nodes, silently, at a fraction of the "
+                    "bandwidth",
+                    fix=f"{fix}; NCCL_DEBUG=INFO prints the transport NCCL chose (look for 'NET/IB')",
+                )
+            )
+    shm = _shm(facts)
+    if len(devices) >= 2 and shm is not None and shm[1] < SHM_MIN_MB:
+        out.append(
+            _finding(
+                "nccl-transport",
+                [f"{len(devices)} GPUs visible", f"/dev/shm: {shm[0]} MB, {shm[1]} MB free"],
+                cause=f"NCCL between the {len(devices)} GPUs of this node allocates its buffers in /dev/shm, which has "
+                f"only {shm[1]} MB free: the container was started without --ipc=host",
+                fix=f"{_shm_fix(facts)} (NCCL fails with 'unhandled system error' / 'Error while creating shared "
+                "memory segment' otherwise)",
+            )
+        )
+    return out
+
+
+def rule_user_site(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Packages in the user site (~/.local) reach the environment (Apptainer mounts $HOME)."""
+    paths = _section(facts, "import_paths")
+    user = paths.get("user_site") or {}
+    if not (user.get("enabled") and user.get("on_sys_path") and (user.get("modules") or user.get("dists"))):
+        return []
+    env_versions = paths.get("env_versions") or {}
+    evidence = [f"user site on sys.path: {user['path']} (PYTHONNOUSERSITE is not set)"]
+    for dist in user.get("dists") or []:
+        env_v = env_versions.get(str(dist["name"]).lower())
+        shadow = f", shadowing the environment's {env_v}" if env_v else ""
+        evidence.append(f"{dist['name']} {dist['version']} in the user site{shadow}")
+    shadows = list(user.get("shadows") or [])
+    if shadows:
+        evidence.append(f"modules found in the user site before the environment: {', '.join(shadows)}")
+    container = _section(facts, "container")
+    fix = "export PYTHONNOUSERSITE=1 before starting Python"
+    if container.get("apptainer"):
+        fix += " (apptainer exec --env PYTHONNOUSERSITE=1 ..., or run with --no-home)"
+    fix += f"; or remove the packages from {user['path']}"
+    what = f"it shadows the environment's {', '.join(shadows)}" if shadows else "its packages are importable here"
+    return [
+        _finding(
+            "user-site-leak",
+            evidence,
+            cause=f"the user site-packages {user['path']} is on sys.path ahead of the environment and {what}: "
+            "code runs against packages nobody else has (under Apptainer, $HOME and its ~/.local come along)",
+            fix=fix,
+        )
+    ]
+
+
+def rule_pythonpath(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """PYTHONPATH folders that shadow the environment's packages or hold installed packages.
+
+    A folder of the user's own code (no installed packages, nothing the environment also has) is
+    fine. torchenv itself is left out: running doctor from a torchenv checkout is how it is
+    developed, and it is the one package whose origin doctor knows.
+    """
+    paths = _section(facts, "import_paths")
+    env_versions = paths.get("env_versions") or {}
+    entries = list(paths.get("pythonpath") or [])
+    leaking: list[str] = []
+    evidence: list[str] = []
+    for entry in entries:
+        shadows = [m for m in entry.get("shadows") or [] if m != "torchenv"]
+        dists = [d for d in entry.get("dists") or [] if str(d.get("name", "")).lower() != "torchenv"]
+        if not entry.get("exists") or not (shadows or dists):
+            continue
+        leaking.append(entry["entry"])
+        if shadows:
+            evidence.append(f"PYTHONPATH entry {entry['entry']} shadows the environment's {', '.join(shadows)}")
+        for dist in dists:
+            env_v = env_versions.get(str(dist["name"]).lower())
+            also = f" (the environment has {env_v})" if env_v else ""
+            evidence.append(f"{dist['name']} {dist['version']} installed in {entry['entry']}{also}")
+    if not leaking:
+        return []
+    keep = [e["entry"] for e in entries if e["entry"] not in leaking]
+    fix = f"export PYTHONPATH={os.pathsep.join(keep)}" if keep else "unset PYTHONPATH"
+    return [
+        _finding(
+            "pythonpath-leak",
+            evidence,
+            cause=f"PYTHONPATH puts {', '.join(leaking)} before the environment on sys.path, so packages from "
+            "outside the environment are imported",
+            fix=f"{fix} (drops {', '.join(leaking)}); install what you need into the environment instead",
+        )
+    ]
+
+
+def rule_glibcxx(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """libstdc++ mixing through LD_LIBRARY_PATH ("GLIBCXX_... not found")."""
+    libs = _section(facts, "libraries")
+    entries = [e for e in libs.get("ld_library_path") or [] if "libstdc++.so.6" in (e.get("libs") or {})]
+    torch_error = str((facts.get("torch") or {}).get("error") or "")
+    needed = _GLIBCXX_NEEDED.search(torch_error)
+    if not entries and not needed:
+        return []
+    loaded_paths = list((libs.get("loaded") or {}).get("libstdc++") or [])
+    loaded = libs.get("loaded_libstdcxx") if isinstance(libs.get("loaded_libstdcxx"), dict) else None
+    default = libs.get("default_libstdcxx") if isinstance(libs.get("default_libstdcxx"), dict) else None
+    reference = loaded or default
+    evidence: list[str] = []
+    culprits: list[str] = []
+    for entry in entries:
+        lib = entry["libs"]["libstdc++.so.6"]
+        if reference is not None and lib.get("realpath") == reference.get("realpath") and not needed:
+            continue
+        culprits.append(entry["entry"])
+        evidence.append(
+            f"LD_LIBRARY_PATH entry {entry['entry']} holds libstdc++.so.6 -> {lib.get('realpath')} "
+            f"(newest symbol version GLIBCXX_{lib.get('glibcxx') or '?'})"
+        )
+    if loaded_paths:
+        evidence.append(f"this process loaded {loaded_paths[0]} (GLIBCXX_{(loaded or {}).get('glibcxx') or '?'})")
+    if default is not None:
+        evidence.append(
+            f"without LD_LIBRARY_PATH the loader finds {default['realpath']} (GLIBCXX_{default.get('glibcxx') or '?'})"
+        )
+    if needed:
+        evidence.insert(0, f"import torch: {torch_error}")
+    if not culprits and not needed:
+        return []
+    first = culprits[0] if culprits else None
+    if needed:
+        provider = f"the libstdc++ found first on LD_LIBRARY_PATH ({first})" if first else "the libstdc++ loaded"
+        cause = (
+            f"import torch needs {needed.group(1)}_{needed.group(2)}"
+            + (f" (for {os.path.basename(needed.group(3))})" if needed.group(3) else "")
+            + f", which {provider} does not have"
+            + (f"; the system's {default['realpath']} has up to GLIBCXX_{default.get('glibcxx')}" if default else "")
+        )
+    else:
+        assert first is not None
+        lib = next(e for e in entries if e["entry"] == first)["libs"]["libstdc++.so.6"]
+        cause = (
+            f"LD_LIBRARY_PATH puts a second libstdc++ in reach ({lib.get('realpath')}, up to GLIBCXX_"
+            f"{lib.get('glibcxx') or '?'}) beside the one this process uses ({(reference or {}).get('realpath', '?')}, "
+            f"up to GLIBCXX_{(reference or {}).get('glibcxx') or '?'}): a library or child process that resolves it "
+            "first gets the other build, and whatever needs a newer GLIBCXX fails to load"
+        )
+    all_entries = [e.get("entry") for e in libs.get("ld_library_path") or []]
+    keep = [e for e in all_entries if e and e not in culprits]
+    fix = (
+        (f"export LD_LIBRARY_PATH={':'.join(keep)}" if keep else "unset LD_LIBRARY_PATH")
+        + (f" (drops {', '.join(culprits)})" if culprits else "")
+        + "; torch finds its own libraries through RPATH, and a conda environment carries its own libstdc++ "
+        "(conda install -c conda-forge libstdcxx-ng) instead of borrowing another"
+    )
+    return [_finding("glibcxx-mix", evidence, cause=cause, fix=fix)]
+
+
+def _budget_usable(facts: Mapping[str, Any]) -> int:
+    limits = _section(facts, "cpu_limits")
+    usable = limits.get("usable")
+    return int(usable) if isinstance(usable, int) and usable > 0 else 1
+
+
+def cpu_budget(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The CPUs this job may use and the numbers to give torch and the DataLoader (always shown)."""
+    limits = _section(facts, "cpu_limits")
+    usable = _budget_usable(facts)
+    lines: list[str] = []
+    if limits.get("cpu_count"):
+        lines.append(f"os.cpu_count() = {limits['cpu_count']} (every CPU of the machine)")
+    affinity = limits.get("affinity")
+    if isinstance(affinity, list):
+        lines.append(f"affinity mask: {len(affinity)} CPU(s) [{_ranges(affinity)}]")
+    cgroup = _sub(limits, "cgroup")
+    if isinstance(cgroup.get("cpus"), float):
+        lines.append(
+            f"cgroup v{cgroup.get('version')} CPU quota: {cgroup['cpus']:g} CPU(s) "
+            f"({cgroup.get('quota_us')}/{cgroup.get('period_us')} us in {cgroup.get('file')})"
+        )
+    else:
+        lines.append("cgroup CPU quota: none")
+    slurm = limits.get("slurm_cpus_per_task")
+    lines.append(f"SLURM_CPUS_PER_TASK = {slurm}" if slurm else "SLURM_CPUS_PER_TASK: not set")
+    return {
+        "usable": usable,
+        "limited_by": list(limits.get("limited_by") or []),
+        "torch_threads": usable,
+        "num_workers": max(usable - 1, 0),
+        "limits": lines,
+    }
+
+
+def rule_cpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """torch threads and DataLoader workers fit the CPUs the job really has."""
+    limits = _section(facts, "cpu_limits")
+    if not limits.get("usable"):
+        return []
+    budget = cpu_budget(facts)
+    usable = budget["usable"]
+    torch_f = _torch(facts)
+    over: list[str] = []
+    threads = torch_f.get("num_threads")
+    if isinstance(threads, int) and threads > usable:
+        over.append(f"torch.get_num_threads() = {threads}")
+    for key, name in (("omp_num_threads", "OMP_NUM_THREADS"), ("mkl_num_threads", "MKL_NUM_THREADS")):
+        value = limits.get(key)
+        if isinstance(value, int) and value > usable:
+            over.append(f"{name}={value}")
+    affinity = limits.get("affinity")
+    if isinstance(affinity, list) and len(affinity) > usable:
+        over.append(
+            f"the DataLoader's own check allows len(os.sched_getaffinity(0)) = {len(affinity)} workers before it warns"
+        )
+    if not over:
+        return []
+    by = " and ".join(budget["limited_by"]) or "its limits"
+    workers = budget["num_workers"]
+    fix = (
+        f"torch.set_num_threads({usable}) (or export OMP_NUM_THREADS={usable} before Python starts) and "
+        f"DataLoader(num_workers={workers}): the main process keeps one CPU and each worker runs one torch thread. "
+        "Compute them from the job, not os.cpu_count(): "
+        "n = len(os.sched_getaffinity(0)), capped by int(os.environ.get('SLURM_CPUS_PER_TASK', n)) and the cgroup quota"
+    )
+    cgroup = _sub(limits, "cgroup")
+    if "cgroup quota" in budget["limited_by"] and isinstance(cgroup.get("cpus"), float):
+        fix += (
+            f"; the {cgroup['cpus']:g}-CPU quota comes from the container's --cpus or the job's cgroup: "
+            "raise it to use more"
+        )
+    return [
+        _finding(
+            "cpu-oversubscribed",
+            [*budget["limits"], *over],
+            cause=f"this process may use {usable} CPU(s) (limited by {by}) but {'; '.join(over)}: threads and "
+            "workers beyond that time-slice on the same CPUs and every step slows down",
+            fix=fix,
+        )
+    ]
+
+
+RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
+    rule_torch_import,
+    rule_glibcxx,
+    rule_torch_location,
+    rule_torchvision,
+    rule_versions,
+    rule_gpu_arch,
+    rule_driver,
+    rule_no_gpu,
+    rule_cudnn,
+    rule_nccl,
+    rule_shm,
+    rule_user_site,
+    rule_pythonpath,
+    rule_cpu,
+)
+
+
+def findings(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Every known breakage found in ``facts``. Pure: no I/O, no torch, no subprocess.
+
+    Two rules finding the same breakage become one finding (the first rule's cause and fix, the
+    evidence of both), except that distinct findings of one id (two uncovered GPUs) stay apart.
+    """
+    out: list[Finding] = []
+    for rule in RULES:
+        for found in rule(facts, variant):
+            same = next((f for f in out if f.id == found.id and f.cause == found.cause), None)
+            if same is None:
+                out.append(found)
+            else:
+                merged = tuple(dict.fromkeys((*same.evidence, *found.evidence)))
+                out[out.index(same)] = Finding(same.id, same.symptom, same.cause, same.fix, merged)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Presenting
+
+
+def build_report(
+    stack: StackSpec,
+    variant: VariantSpec,
+    facts: Mapping[str, Any],
+    found: Sequence[Finding],
+    seconds: float,
+    argv: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "torchenv_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": list(argv),
+        "spec": {
+            "path": stack.path,
+            "origin": stack.origin,
+            "variant": variant.name,
+            "hash": variant.spec_hash,
+        },
+        "healthy": not found,
+        "findings": [f.to_dict() for f in found],
+        "cpu_budget": cpu_budget(facts),
+        "seconds": round(seconds, 2),
+        "facts": dict(facts),
+    }
+
+
+def render(report: Mapping[str, Any]) -> str:
+    facts = report.get("facts") or {}
+    spec = report["spec"]
+    torch_f = _torch(facts)
+    lines = [
+        f"torchenv doctor: variant '{spec['variant']}' of {spec['path']} ({spec['origin']}), spec hash {spec['hash']}"
+    ]
+    if torch_f.get("version"):
+        vision = _section(facts, "torchvision_build")
+        vision_v = vision.get("build_version") or vision.get("dist_version") or "not installed"
+        devices = _devices(facts)
+        gpus = (
+            ", ".join(f"{d.get('name')} (sm_{str(d.get('capability', '')).replace('.', '')})" for d in devices)
+            if devices
+            else f"none ({_runtime(facts).get('reason') or 'not available'})"
+        )
+        lines.append(
+            f"torch {torch_f['version']} (CUDA {torch_f.get('cuda') or 'none: CPU build'}) from {torch_f.get('file')}"
+        )
+        lines.append(f"torchvision {vision_v} | Python {_section(facts, 'python').get('version', '?')} | GPUs: {gpus}")
+    elif isinstance(facts.get("torch"), dict):
+        lines.append(f"torch cannot be imported: {facts['torch'].get('error')}")
+    budget = report["cpu_budget"]
+    lines.append(
+        f"CPUs this job may use: {budget['usable']} ({'; '.join(budget['limits'])}) -> "
+        f"torch.set_num_threads({budget['torch_threads']}), DataLoader num_workers <= {budget['num_workers']}"
+    )
+    shm = _shm(facts)
+    if shm is not None:
+        lines.append(f"/dev/shm: {shm[0]} MB ({shm[1]} MB free)")
+    found = report["findings"]
+    lines.append("")
+    if not found:
+        lines.append(f"HEALTHY: no known breakage found ({report['seconds']:.1f}s)")
+        return "\n".join(lines)
+    for item in found:
+        lines.append(f"[{item['id']}] users see: {item['symptom']}")
+        for ev in item["evidence"]:
+            lines.append(f"    found: {ev}")
+        lines.append(f"    cause: {item['cause']}")
+        lines.append(f"    fix:   {item['fix']}")
+        lines.append("")
+    ids = ", ".join(dict.fromkeys(f["id"] for f in found))
+    lines.append(f"UNHEALTHY: {len(found)} problem(s) found ({ids}) in {report['seconds']:.1f}s")
+    return "\n".join(lines)
+
+
+def write_json(report: Mapping[str, Any], path: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI (the thin, impure layer)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "doctor",
+        help="find what is wrong with this environment, the cause found here and the fix (seconds; trains nothing)",
+        description="Look for every known breakage in this environment's facts. Exit 0 healthy, 1 problems "
+        "found, 2 bad usage or a bad spec.",
+    )
+    p.add_argument("--variant", default=None, help="variant name (default: $TORCHENV_VARIANT, else pip)")
+    p.add_argument(
+        "--spec",
+        metavar="PATH",
+        default=None,
+        help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)",
+    )
+    p.add_argument("--json", metavar="PATH", help="write the findings, the CPU budget and the facts here as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from torchenv.probe import facts as facts_mod
+    from torchenv.spec import model as spec_mod
+
+    stack = spec_mod.load(args.spec)
+    variant = stack.variant(args.variant or os.environ.get("TORCHENV_VARIANT") or "pip")
+    for warning in stack.warnings:
+        print(f"torchenv: warning: {warning}", file=sys.stderr)
+    if args.json:
+        require_writable(args.json, "torchenv doctor --json")
+    start = time.monotonic()
+    gathered = facts_mod.doctor_facts()
+    found = findings(gathered, variant)
+    report = build_report(stack, variant, gathered, found, time.monotonic() - start, ["torchenv", *sys.argv[1:]])
+    print(render(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"report: {args.json}")
+    return 1 if found else 0

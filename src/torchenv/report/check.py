@@ -1,0 +1,187 @@
+"""The check report: a summary table for people, JSON for machines, JUnit XML for CI systems."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from torchenv import __version__
+from torchenv.check.runner import SuiteRun
+from torchenv.spec.model import StackSpec, VariantSpec
+
+SCHEMA = "torchenv.report/1"
+
+
+def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]) -> dict[str, Any]:
+    counts = Counter(r.outcome for r in run.results)
+    if counts["failed"]:
+        outcome, why = "failed", f"{counts['failed']} check(s) failed"
+    elif not counts["passed"]:
+        outcome, why = "failed", "no check passed (everything skipped is not a pass)"
+    else:
+        outcome, why = "passed", ""
+    facts = dict(run.facts)
+    packages = facts.pop("packages", [])
+    fingerprint = facts.pop("packages_fingerprint", None)
+    return {
+        "schema": SCHEMA,
+        "torchenv_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": argv,
+        "spec": {
+            "path": stack.path,
+            "origin": stack.origin,
+            "stack": stack.name,
+            "variant": variant.name,
+            "hash": variant.spec_hash,
+            "table": variant.to_dict(),
+            "warnings": list(stack.warnings),
+        },
+        "support_matrix": variant.support_matrix(),
+        "summary": {
+            "outcome": outcome,
+            "reason": why,
+            "passed": counts["passed"],
+            "failed": counts["failed"],
+            "skipped": counts["skipped"],
+            "seconds": run.seconds,
+            "startup_seconds": run.startup_seconds,
+            "group_seconds": run.group_seconds,
+            "launches": run.launches,
+        },
+        "checks": [r.to_dict() for r in run.results],
+        "facts": facts,
+        "packages": packages,
+        "packages_fingerprint": fingerprint,
+        "log": run.log_path,
+    }
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    return 0 if report["summary"]["outcome"] == "passed" else 1
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    spec = report["spec"]
+    facts = report.get("facts", {})
+    torch_f = facts.get("torch", {}) if isinstance(facts.get("torch"), dict) else {}
+    vision = facts.get("torchvision", {}) if isinstance(facts.get("torchvision"), dict) else {}
+    runtime = torch_f.get("cuda_runtime", {}) if isinstance(torch_f.get("cuda_runtime"), dict) else {}
+    lines = [
+        f"torchenv check: variant '{spec['variant']}' of {spec['path']} ({spec['origin']}), spec hash {spec['hash']}"
+    ]
+    if torch_f.get("version"):
+        cuda = torch_f.get("cuda") or "none (CPU build)"
+        vis = vision.get("version") or ("broken" if vision.get("error") else "not installed")
+        lines.append(
+            f"torch {torch_f['version']} (CUDA {cuda}) | torchvision {vis} | "
+            f"Python {facts.get('python', {}).get('version', '?')}"
+        )
+        devices = runtime.get("devices") or []
+        if devices:
+            names = ", ".join(f"{d['name']} ({d['arch']})" for d in devices)
+            lines.append(f"GPUs: {names}; driver {runtime.get('driver') or 'unknown'}")
+        else:
+            lines.append(f"GPUs: none ({runtime.get('reason', 'not available')})")
+    elif torch_f.get("error"):
+        lines.append(f"torch cannot be imported: {torch_f['error']}")
+    for warning in spec.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return lines
+
+
+def summary(report: dict[str, Any], width: int | None = None) -> str:
+    width = width or max(80, min(shutil.get_terminal_size((120, 20)).columns, 160))
+    checks = report["checks"]
+    name_w = min(max([len(c["check"]) for c in checks] + [5]), 44)
+    detail_w = max(width - name_w - 17, 20)
+    lines = _header(report)
+    lines.append("")
+    lines.append(f"{'CHECK':<{name_w}}  {'RESULT':<6}  {'TIME':>6}  DETAIL")
+    for c in checks:
+        label = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[c["outcome"]]
+        detail = c["message"] if c["outcome"] != "passed" else ""
+        if len(detail) > detail_w:
+            detail = detail[: detail_w - 3] + "..."
+        row = f"{c['check'][:name_w]:<{name_w}}  {label:<6}  {c['seconds']:>5.1f}s  {detail}"
+        lines.append(row.rstrip())
+    s = report["summary"]
+    failed = [c for c in checks if c["outcome"] == "failed"]
+    if failed:
+        lines.append("")
+        lines.append("Failures, their likely cause and the fix:")
+        for c in failed:
+            lines.append(f"  {c['check']}: {c['message']}")
+            diag = c.get("diagnosis")
+            if diag:
+                lines.append(f"    cause: {diag['cause']}")
+                lines.append(f"    fix:   {diag['fix']}")
+        lines.append(f"  full log: {report['log']}")
+    lines.append("")
+    verdict = "PASSED" if s["outcome"] == "passed" else f"FAILED ({s['reason']})"
+    lines.append(
+        f"{verdict}: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped in {s['seconds']:.1f}s"
+    )
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+def write_junit(report: dict[str, Any], path: str) -> None:
+    s = report["summary"]
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"torchenv.{report['spec']['variant']}",
+            "tests": str(len(report["checks"])),
+            "failures": str(s["failed"]),
+            "skipped": str(s["skipped"]),
+            "errors": "0",
+            "time": f"{s['seconds']:.3f}",
+            "timestamp": report["created"],
+        },
+    )
+    props = ET.SubElement(suite, "properties")
+    for key, value in (
+        ("spec_hash", report["spec"]["hash"]),
+        ("spec_path", report["spec"]["path"]),
+        ("packages_fingerprint", report.get("packages_fingerprint") or ""),
+    ):
+        ET.SubElement(props, "property", {"name": key, "value": str(value)})
+    for c in report["checks"]:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": f"torchenv.{c['group']}",
+                "name": c["check"],
+                "time": f"{c['seconds']:.3f}",
+            },
+        )
+        if c["outcome"] == "failed":
+            failure = ET.SubElement(case, "failure", {"message": c["message"]})
+            diag = c.get("diagnosis")
+            if diag:
+                failure.text = f"cause: {diag['cause']}\nfix: {diag['fix']}"
+        elif c["outcome"] == "skipped":
+            ET.SubElement(case, "skipped", {"message": c["message"]})
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(target, encoding="utf-8", xml_declaration=True)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    sys.stdout.write(summary(report) + "\n")
+    sys.stdout.flush()
