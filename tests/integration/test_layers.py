@@ -67,4 +67,3 @@ def test_a_planted_forbidden_import_fails_the_lint(tmp_path: Path, module: str, 
     broken = result.stdout.split("Broken contracts")[-1]
     assert contract in broken, broken
     assert module.replace("/", ".").removesuffix(".py") in broken, broken
-

@@ -29,6 +29,9 @@ SCRIPTS = [
     ROOT / "tests" / "fixtures" / "submit" / "cpu-1node.sbatch",  # torchenv submit's renderings, as tested
     ROOT / "tests" / "fixtures" / "submit" / "image-2node-gpu.sbatch",
     ROOT / "tests" / "fixtures" / "submit" / "venv-2node-bench.sbatch",
+    ROOT / "tests" / "fixtures" / "submit" / "pyxis-2node-gpu.sbatch",
+    ROOT / "tests" / "fixtures" / "submit" / "edf-2node-gpu.sbatch",
+    ROOT / "tests" / "fixtures" / "submit" / "podman-hpc-1node-gpu.sbatch",
     ROOT / "containers" / "source" / "build.sh",
 ]
 

@@ -49,19 +49,81 @@ PORT_SPAN = 20000
 CNN_CPUS = 3
 
 
+#: How a job may run an image. ``apptainer``: ``apptainer exec --nv SIF``. ``pyxis``: NVIDIA's Slurm
+#: plugin, ``srun --container-image=...`` over enroot (a ``.sqsh`` path or ``REGISTRY#IMAGE:TAG``).
+#: ``edf``: CSCS's Container Engine, ``srun --environment=FILE.toml`` (the file is written beside the
+#: scripts). ``podman-hpc``: NERSC's wrapper, ``podman-hpc run --gpu --nccl IMAGE`` (after ``podman-hpc
+#: migrate IMAGE`` on the login node).
+RUNTIMES = ("apptainer", "pyxis", "edf", "podman-hpc")
+#: Host variables a container must see: pyxis keeps an image's own value unless the name is listed in
+#: --container-env (NVIDIA/pyxis wiki, "Usage"); podman-hpc passes none unless given with -e.
+CONTAINER_ENV = ("PYTHONNOUSERSITE", "OMP_NUM_THREADS", "TORCHENV_OUT")
+_REGISTRY_SLASH = re.compile(r"^(?P<registry>[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]+)?)/(?P<rest>.+)$")
+
+
+def enroot_image_problem(image: str) -> str | None:
+    """Why pyxis/enroot would not find ``image``, or None. enroot separates the registry from the
+    image with ``#`` (``nvcr.io#nvidia/pytorch:26.09-py3``); given ``nvcr.io/nvidia/pytorch:...`` it
+    asks Docker Hub for a namespace ``nvcr.io`` and fails with 401 Unauthorized at
+    ``registry-1.docker.io/v2/nvcr.io/...`` (NVIDIA/pyxis#39). Recent enroot also parses
+    ``docker://REGISTRY/IMAGE`` URIs, but pyxis's ``--container-image`` and EDF ``image`` keep ``#``."""
+    if image.startswith("/") or image.endswith(".sqsh") or "#" in image:
+        return None
+    m = _REGISTRY_SLASH.match(image.removeprefix("docker://"))
+    if m:
+        return (
+            f"{image!r} separates the registry with '/': enroot and pyxis need '#' "
+            f"({m.group('registry')}#{m.group('rest')})"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Launch:
-    """How a job runs Python inside the variant: an Apptainer image, or an environment's interpreter."""
+    """How a job runs Python inside the variant: an image through a container runtime, or an
+    environment's interpreter."""
 
-    image: str | None = None  # absolute path of a SIF
+    image: str | None = (
+        None  # a SIF (apptainer), a .sqsh or registry#image:tag (pyxis, edf), an image name (podman-hpc)
+    )
     python: str | None = None  # absolute path of the environment's python (venv or conda prefix)
     apptainer: str = "apptainer"
     binds: tuple[str, ...] = ()  # folders the image must see (reports, spec)
+    runtime: str = "apptainer"
+    edf: str | None = None  # runtime edf: the absolute path the environment definition file is written to
+    gpu: bool = False  # the job has GPUs: podman-hpc --gpu --nccl, EDF's NCCL hook
+
+    def _mounts(self) -> list[str]:
+        return [b if ":" in b else f"{b}:{b}" for b in self.binds]
 
     def _prefix(self) -> list[str]:
-        if self.image:
+        """Words before the program, run on the node's host by the task's shell."""
+        if not self.image:
+            return []
+        if self.runtime == "apptainer":
             binds = ["--bind", ",".join(self.binds)] if self.binds else []
             return [self.apptainer, "exec", "--nv", *binds, self.image]
+        if self.runtime == "podman-hpc":
+            gpu = ["--gpu", "--nccl"] if self.gpu else []
+            # host network: the all-reduce's rendezvous and ranks talk over the nodes' addresses
+            mounts = [w for m in self._mounts() for w in ("-v", m)]
+            env = [w for name in CONTAINER_ENV for w in ("-e", name)]
+            return ["podman-hpc", "run", "--rm", *gpu, "--net=host", "--ipc=host", *mounts, *env, self.image]
+        return []  # pyxis and edf: srun itself enters the container (srun_options)
+
+    def srun_options(self) -> list[str]:
+        """Options every srun step of the job gets: pyxis and the Container Engine enter the image there."""
+        if not self.image:
+            return []
+        if self.runtime == "pyxis":
+            options = [f"--container-image={self.image}"]
+            if self.binds:
+                options.append(f"--container-mounts={','.join(self._mounts())}")
+            # rendered explicitly: pyxis builds may remap root by default (the container_remap_root option)
+            return [*options, f"--container-env={','.join(CONTAINER_ENV)}", "--no-container-remap-root"]
+        if self.runtime == "edf":
+            assert self.edf
+            return [f"--environment={self.edf}"]
         return []
 
     def torchenv(self) -> list[str]:
@@ -77,7 +139,41 @@ class Launch:
         return [self.python, "-m", module]
 
     def describe(self) -> str:
-        return f"apptainer image {self.image}" if self.image else f"python {self.python}"
+        if not self.image:
+            return f"python {self.python}"
+        return {
+            "apptainer": f"apptainer image {self.image}",
+            "pyxis": f"pyxis/enroot image {self.image}",
+            "edf": f"Container Engine environment {self.edf} (image {self.image})",
+            "podman-hpc": f"podman-hpc image {self.image}",
+        }[self.runtime]
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def render_edf(launch: Launch, variant: str) -> str:
+    """The Container Engine's environment definition file for ``srun --environment=`` (pure).
+
+    Keys as documented by CSCS (docs.cscs.ch, "EDF reference"): ``image`` (a registry reference with
+    ``#`` or a squashfs path), ``mounts`` (``SRC:DST``), ``[env]``, ``[annotations]``; the
+    ``com.hooks.aws_ofi_nccl`` hook mounts the libfabric NCCL plugin, needed for NCCL over the
+    Slingshot network; it is enabled only where the job has GPUs (NCCL).
+    """
+    assert launch.image
+    lines = [
+        f"# Rendered by `torchenv submit` (torchenv {__version__}) for variant '{variant}':",
+        "# the environment each srun step enters with --environment=<this file>.",
+        f"image = {_toml_string(launch.image)}",
+        "mounts = [" + ", ".join(_toml_string(m) for m in launch._mounts()) + "]",
+        "",
+        "[env]",
+        'PYTHONNOUSERSITE = "1"',
+    ]
+    if launch.gpu:
+        lines += ["", "[annotations]", 'com.hooks.aws_ofi_nccl.enabled = "true"']
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -153,6 +249,7 @@ def _per_node_step(req: Request, name: str, command: str) -> list[str]:
                     "srun",
                     "--ntasks-per-node=1",
                     f"--cpus-per-task={req.cpus_per_task}",
+                    *(shlex.quote(o) for o in req.launch.srun_options()),
                     f'--output="$TORCHENV_OUT/{name}-%N.out"',
                     "bash",
                     "-c",
@@ -268,6 +365,7 @@ def render_script(req: Request, partition: str) -> str:
                     "-K",
                     "--ntasks-per-node=1",
                     f"--cpus-per-task={req.cpus_per_task}",
+                    *(shlex.quote(o) for o in req.launch.srun_options()),
                     '--output="$TORCHENV_OUT/allreduce-%N.out"',
                 ],
                 *allreduce_command(req),
@@ -280,6 +378,41 @@ def render_script(req: Request, partition: str) -> str:
     return "\n".join([*header, *body]) + "\n"
 
 
+def launch_problem(launch: Launch) -> None:
+    """Refuse a launch no runtime could start (pure): an unknown runtime, a registry reference enroot
+    would misread, a runtime that needs an image given none."""
+    if launch.runtime not in RUNTIMES:
+        raise TorchenvError(
+            f"--runtime {launch.runtime!r} is not a container runtime torchenv renders.",
+            fix=f"use one of {', '.join(RUNTIMES)}",
+        )
+    if launch.image is None:
+        if launch.runtime != "apptainer":
+            raise TorchenvError(
+                f"--runtime {launch.runtime} needs --image (the image to run).",
+                fix="pass --image REF|PATH, or drop --runtime to run an environment's python",
+            )
+        return
+    if launch.runtime in ("pyxis", "edf"):
+        problem = enroot_image_problem(launch.image)
+        if problem:
+            raise TorchenvError(f"--image {problem}.", fix="write the registry and the image with '#' between them")
+    if launch.runtime == "edf" and not (launch.edf and launch.edf.startswith("/")):
+        raise TorchenvError(
+            "--runtime edf: the environment file needs an absolute path the nodes can read.",
+            fix="pass --workdir on a shared filesystem (the file is written there)",
+        )
+
+
+def job_files(req: Request, target: Target) -> dict[Path, str]:
+    """Every file one target's job needs, by absolute path (pure): the sbatch script, and for the
+    Container Engine the environment definition file its srun steps name."""
+    files = {target.directory / "job.sbatch": target.script}
+    if req.launch.image and req.launch.runtime == "edf" and req.launch.edf:
+        files[Path(req.launch.edf)] = render_edf(req.launch, req.variant)
+    return files
+
+
 def check_args_run_cnn(check_args: Sequence[str]) -> bool:
     """Whether ``torchenv check`` with these arguments runs the cnn group (all groups unless --only)."""
     only = [check_args[i + 1] for i, a in enumerate(check_args[:-1]) if a == "--only"]
@@ -289,6 +422,7 @@ def check_args_run_cnn(check_args: Sequence[str]) -> bool:
 
 def plan(req: Request, partitions: Mapping[str, Mapping[str, str]]) -> tuple[list[Target], list[str]]:
     """Validate the request against the cluster's partitions; the targets to submit and warnings."""
+    launch_problem(req.launch)
     if not partitions:
         raise TorchenvError(
             "the Slurm cluster reports no partitions.", fix="ask the cluster's admins; `sinfo` shows what exists"
