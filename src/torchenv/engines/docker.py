@@ -193,3 +193,17 @@ class DockerEngine:
         with open(path, "wb") as fh:
             for block in self.client.images.get(reference).save(named=True):
                 fh.write(block)
+
+    def image_config(self, reference: str) -> dict[str, Any]:
+        """The image's inspect data (``Config``: Env, Volumes, Labels, WorkingDir, Entrypoint, Cmd)."""
+        return dict(self.client.images.get(reference).attrs)
+
+    def export_root(self, reference: str, path: str) -> None:
+        """The image's root filesystem as one tar (a created, never started container's export)."""
+        container = self.client.api.create_container(reference, command=["true"], labels={"io.torchenv.build": "sqsh"})
+        try:
+            with open(path, "xb") as fh:
+                for block in self.client.api.export(container["Id"]):
+                    fh.write(block)
+        finally:
+            self.client.api.remove_container(container["Id"], force=True)
