@@ -577,10 +577,11 @@ def test_module_cli_prints_and_writes_the_modulefile(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_spec: spec.VariantSpec
 ) -> None:
     prefix = _fake_prefix(tmp_path / "env")
-    assert cli.main(["module", "conda", str(prefix)]) == 0
+    assert cli.main(["module", "conda", str(prefix), "--spec", str(STACK)]) == 0
     assert capsys.readouterr().out == conda.render_modulefile(repo_spec, str(prefix))
     tree = tmp_path / "modules"
-    assert cli.main(["module", "conda", str(prefix), "--output", str(tree), "--version", "2025.10"]) == 0
+    args = ["module", "conda", str(prefix), "--spec", str(STACK), "--output", str(tree), "--version", "2025.10"]
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert (tree / "torchenv" / "2025.10.lua").read_text() == conda.render_modulefile(repo_spec, str(prefix), "2025.10")
     assert f"module use {tree} && module load torchenv/2025.10" in out

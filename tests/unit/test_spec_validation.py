@@ -221,3 +221,28 @@ def test_oversized_spec_is_refused(tmp_path: Path) -> None:
     path.write_text(STACK.read_text() + "#" * (spec.MAX_SPEC_BYTES + 1))
     with pytest.raises(SpecError, match="bytes"):
         spec.load(str(path))
+
+
+@pytest.mark.parametrize(
+    ("expected", "installed", "ok"),
+    [
+        ("2.14.0a0+b2c75dd062", "2.14.0a0+b2c75dd062.nv26.09", True),  # what the NGC 26.09 image reports
+        ("2.14.0a0+b2c75dd062", "2.14.0a0+b2c75dd062", True),
+        ("2.14.0a0+b2c75dd062", "2.14.0a0+b2c75dd063.nv26.09", False),
+        ("2.14.0a0+b2c75dd062", "2.14.0a0+nv26.09.b2c75dd062", False),
+        ("2.14.0a0+b2c75dd062", "2.14.0a0", False),
+        ("2.14.0a0+b2c75dd062.nv26.09", "2.14.0a0+b2c75dd062", False),
+        ("2.14.0a0+b2c75dd062", "2.14.0+b2c75dd062.nv26.09", False),
+    ],
+)
+def test_a_pinned_local_version_matches_the_ngc_suffix(expected: str, installed: str, ok: bool) -> None:
+    assert spec.version_matches(expected, installed) is ok
+
+
+def test_the_real_ngc_pin_matches_its_image_version() -> None:
+    from ..conftest import REAL_STACK
+
+    ngc = spec.load(str(REAL_STACK)).variant("ngc")
+    torch_public = ngc.torch.split("+")[0]
+    assert spec.version_matches(ngc.torch, f"{ngc.torch}.nv{ngc.options['image'].split(':')[1][:5]}")
+    assert not spec.version_matches(ngc.torch, f"{torch_public}+0000000000.nv26.09")

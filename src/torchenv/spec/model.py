@@ -226,7 +226,7 @@ _OPTIONS: dict[str, dict[str, _Field]] = {
         "pytorch_build": _Field("str", help='the pytorch build string glob, e.g. "cuda*"'),
     },
     "ngc": {
-        "image": _Field("image", help='"nvcr.io/nvidia/pytorch:25.09-py3"'),
+        "image": _Field("image", help='"nvcr.io/nvidia/pytorch:26.09-py3"'),
         "digest": _Field("digest", required=False, help='"sha256:<64 hex>" or ""'),
     },
     "source": {
@@ -723,14 +723,22 @@ def _read_regular(path: str) -> bytes:
 
 
 def version_matches(expected: str, installed: str) -> bool:
-    """``2.14.1`` matches ``2.14.1+cu130``; an expected local version must match exactly."""
+    """``2.14.1`` matches ``2.14.1+cu130``; an expected local version must match segment by segment,
+    with further segments allowed after it: NGC 26.09 pins ``2.14.0a0+b2c75dd062`` and its image
+    reports ``2.14.0a0+b2c75dd062.nv26.09`` (the commit is the identity, ``.nvYY.MM`` NVIDIA's tag),
+    while ``2.14.0a0+0000000000`` (another commit) does not match."""
     try:
         want, have = Version(expected), Version(installed)
     except InvalidVersion:
         return expected == installed
-    if want.local is not None:
-        return want == have
-    return want.public == have.public
+    if want.public != have.public:
+        return False
+    if want.local is None:
+        return True
+    if have.local is None:
+        return False
+    want_parts, have_parts = want.local.split("."), have.local.split(".")
+    return have_parts[: len(want_parts)] == want_parts
 
 
 def python_matches(expected: str, running: tuple[int, ...]) -> bool:
