@@ -186,8 +186,12 @@ def ngc_finding(variant: VariantSpec, newest_tag: str, env: Mapping[str, str]) -
     note = []
     if torch_v and torch_v != variant.torch:
         edits.append((where, "torch", torch_v))
-        series = compat.torchvision_for(torch_v)
-        if series and variant.torchvision and compat.torchvision_for(variant.torch) != series:
+        try:
+            pair = _paired_series(Version(torch_v))
+        except InvalidVersion:
+            pair = None
+        series = f"{pair[0]}.{pair[1]}" if pair else None
+        if series and variant.torchvision and not variant.torchvision.startswith(f"{series}."):
             edits.append((where, "torchvision", f"{series}.0a0"))
             note.append(f"torchvision {series}.0a0 is derived from the torch series (the image config does not say)")
     cuda = ".".join(cuda_full.split(".")[:2])
@@ -381,25 +385,45 @@ def bump(text: str, edits: Iterable[tuple[str, str, str]]) -> tuple[str, list[st
     for every comment line that still names a replaced value -- comments are never rewritten."""
     lines = text.splitlines(keepends=True)
     notes: list[str] = []
-    old_values: list[str] = []
+    old_values: list[tuple[str, str]] = []  # (variant table, old value)
     for table, key, value in edits:
         span = _table_span(lines, table)
         pattern = re.compile(rf'^(\s*{re.escape(key)}\s*=\s*)"([^"]*)"(.*)$', re.DOTALL)
         for i in range(*(span or (0, 0))):
             match = pattern.match(lines[i])
             if match:
-                old_values.append(match.group(2))
+                old_values.append((".".join(table.split(".")[:2]), match.group(2)))
                 lines[i] = f'{match.group(1)}"{value}"{match.group(3)}'
                 break
         else:
             notes.append(f'[{table}] {key}: no `{key} = "..."` line to change; set it to "{value}" by hand')
-    for i, line in enumerate(lines):
-        stripped = line.lstrip()
-        comment = stripped if stripped.startswith("#") else (line.split("#", 1)[1] if "#" in line else "")
-        for old in {v for v in old_values if len(v) >= 4}:
+    for variant_table, old in sorted(set(old_values)):
+        start, end = _variant_region(lines, variant_table)
+        for i in range(start, end):
+            stripped = lines[i].lstrip()
+            comment = stripped if stripped.startswith("#") else (lines[i].split("#", 1)[1] if "#" in lines[i] else "")
             if old in comment:
                 notes.append(f"line {i + 1}: a comment still names {old!r}; update it by hand")
-    return "".join(lines), notes
+    return "".join(lines), sorted(set(notes), key=lambda n: (len(n.split(":")[0]), n))
+
+
+def _is_comment_or_blank(line: str) -> bool:
+    return not line.strip() or line.lstrip().startswith("#")
+
+
+def _variant_region(lines: list[str], variant_table: str) -> tuple[int, int]:
+    """Lines that describe one variant: the comment block just above its first table, and its tables."""
+    headers = [(i, m.group(1).strip()) for i, line in enumerate(lines) if (m := re.match(r"^\s*\[([^\]]+)\]", line))]
+    mine = [i for i, name in headers if name == variant_table or name.startswith(variant_table + ".")]
+    if not mine:
+        return 0, 0
+    start = mine[0]
+    while start > 0 and _is_comment_or_blank(lines[start - 1]):
+        start -= 1
+    end = next((i for i, name in headers if i > mine[-1] and not name.startswith(variant_table)), len(lines))
+    while end > start and end < len(lines) and _is_comment_or_blank(lines[end - 1]):
+        end -= 1
+    return start, end
 
 
 def proposal(stack: StackSpec, text: str, findings: Sequence[Finding]) -> tuple[str, list[str]]:
@@ -410,6 +434,11 @@ def proposal(stack: StackSpec, text: str, findings: Sequence[Finding]) -> tuple[
     except Exception as exc:  # the bump must leave a valid spec; say why not
         notes.append(f"the bumped spec does not load as it stands: {exc}")
     diff = difflib.unified_diff(
-        text.splitlines(keepends=True), new_text.splitlines(keepends=True), stack.path, f"{stack.path} (bumped)"
+        text.splitlines(keepends=True),
+        new_text.splitlines(keepends=True),
+        stack.path,
+        stack.path,
+        "(as it is)",
+        "(proposed by torchenv spec outdated)",
     )
     return "".join(diff), notes
