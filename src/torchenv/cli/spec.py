@@ -103,7 +103,7 @@ def run_outdated(args: argparse.Namespace, fetch: fetch_mod.Fetch | None = None)
         text = Path(stack.path).read_text(encoding="utf-8")
         diff, notes = outdated_mod.proposal(stack, text, findings)
         print()
-        print(f"# Proposed bump of {stack.path} (not applied: review it, then `patch -p0 < this.diff`;")
+        print(f"# Proposed bump of {stack.path} (not applied: review it, then `patch {stack.path} < this.diff`;")
         print("# then `nox -s lock` for the pip lock, build, `torchenv check`, and `torchenv compare` old vs new).")
         sys.stdout.write(diff)
         for note in notes:
