@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,17 @@ def _toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def _dump(data: dict[str, Any], prefix: str = "") -> str:
     """A small TOML writer for the tests (tables after scalars; enough for a stack spec)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    lines = [f"{_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     out = "\n".join(lines) + "\n"
     for key, value in data.items():
         if isinstance(value, dict):
-            name = f"{prefix}.{key}" if prefix else key
+            name = f"{prefix}.{_key(key)}" if prefix else _key(key)
             out += f"\n[{name}]\n" + _dump(value, name)
     return out
 
@@ -246,3 +251,25 @@ def test_the_real_ngc_pin_matches_its_image_version() -> None:
     torch_public = ngc.torch.split("+")[0]
     assert spec.version_matches(ngc.torch, f"{ngc.torch}.nv{ngc.options['image'].split(':')[1][:5]}")
     assert not spec.version_matches(ngc.torch, f"{torch_public}+0000000000.nv26.09")
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda d: d.__setitem__("stack", 1), "stack"),
+        (lambda d: d.__setitem__("variants", [1]), "variants"),
+        (lambda d: d["stack"].__setitem__("name", True), "stack.name"),
+        (lambda d: d["stack"].__setitem__("name", ""), "stack.name"),
+        (lambda d: d["variants"].__setitem__("pip", 1), "variants.pip"),
+        (lambda d: d["variants"]["pip"].__setitem__("build", "13.0"), "variants.pip.build"),
+        (lambda d: d["variants"]["pip"].__setitem__("promises", True), "variants.pip.promises"),
+        (lambda d: d["variants"]["pip"].__setitem__("kind", 1), "variants.pip.kind"),
+        (lambda d: d["variants"].__setitem__("a b", {**d["variants"]["pip"], "kind": "local"}), "variants.a b"),
+    ],
+)
+def test_wrong_tables_are_refused_naming_the_key(edit: Any, key: str) -> None:
+    data = _base()
+    edit(data)
+    with pytest.raises(SpecError) as info:
+        spec.parse(_dump(data), path="bad.toml")
+    assert info.value.key == key, info.value.render()
