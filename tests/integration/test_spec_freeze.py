@@ -55,7 +55,7 @@ def test_frozen_environment_passes_its_own_check(torch_python: str, tmp_path: Pa
     run = run_check(torch_python, "--spec", str(frozen), "--variant", "here", *groups, tmp=tmp_path)
     assert run.code == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert run.report["spec"]["variant"] == "here"
-    passed = {c["check"] for c in run.report["checks"] if c["status"] == "passed"}
+    passed = {c["check"] for c in run.report["checks"] if c["outcome"] == "passed"}
     assert {"facts.torch_version", "facts.python_version", "facts.promised_packages", "facts.arch_list"} <= passed
 
 
@@ -69,5 +69,5 @@ def test_the_frozen_spec_catches_drift(torch_python: str, tmp_path: Path) -> Non
     frozen.write_text(text)
     run = run_check(torch_python, "--spec", str(frozen), "--variant", "here", "--only", "facts", tmp=tmp_path)
     assert run.code == 1, run.stderr[-2000:]
-    failed = {c["check"] for c in run.report["checks"] if c["status"] == "failed"}
+    failed = {c["check"] for c in run.report["checks"] if c["outcome"] == "failed"}
     assert "facts.torch_version" in failed
