@@ -144,3 +144,26 @@ def test_cli_freeze_refuses_an_environment_that_is_not_a_valid_spec(
     err = capsys.readouterr().err
     assert "this environment does not make a valid spec" in err and "known to be incompatible" in err
     assert not (tmp_path / "f.toml").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["spec", "--spec", "x.toml", "freeze", "--name", "a", "-o", "-"], "--spec"),
+        (["spec", "--variant", "pip", "freeze", "--name", "a", "-o", "-"], "--variant"),
+        (["spec", "--all", "freeze", "--name", "a", "-o", "-"], "--all"),
+        (["spec", "--all", "outdated"], "--all"),
+    ],
+)
+def test_parent_flags_that_do_not_apply_are_refused(
+    argv: list[str], flag: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(freeze, "describe", lambda: pytest.fail("freeze ran despite a refused flag"))
+    assert cli.main(argv) == 2
+    assert f"{flag}" in capsys.readouterr().err
+
+
+def test_freeze_to_stdout(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(freeze, "describe", lambda: CPU_ENV)
+    assert cli.main(["spec", "freeze", "--name", "a", "-o", "-"]) == 0
+    assert spec.parse(capsys.readouterr().out).variant("a").torch == "2.14.1+cpu"

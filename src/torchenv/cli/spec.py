@@ -170,10 +170,22 @@ def run_freeze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse(args: argparse.Namespace, command: str, flags: dict[str, str]) -> None:
+    for dest, flag in flags.items():
+        if getattr(args, dest, None) not in (None, False):
+            raise TorchenvError(
+                f"torchenv spec {command}: {flag} does not apply here.",
+                fix=f"drop {flag} (see `torchenv spec {command} --help`)",
+            )
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.spec_command == "outdated":
+        _refuse(args, "outdated", {"all": "--all"})
         return run_outdated(args)
     if args.spec_command == "freeze":
+        # freeze describes the running environment: it reads no spec
+        _refuse(args, "freeze", {"spec": "--spec", "variant": "--variant (use --name)", "all": "--all"})
         return run_freeze(args)
     return run_show(args)
 
