@@ -97,8 +97,9 @@ def test_forward_compat_on_a_datacenter_gpu_passes_the_check_injected_driver_fac
 def test_minor_version_compatibility_ngc_cuda_13_4_runs_on_the_r580_floor() -> None:
     """NGC 26.09 is CUDA 13.4.1: its floor is the R580 branch's, not the 13.4 toolkit's driver."""
     ngc = spec.load(str(REAL_STACK)).variant("ngc")
-    assert ngc.build.cuda == "13.4" and ngc.build.min_driver == compat.BRANCH_FLOOR[13]
-    kw: dict[str, Any] = {"spec_cuda": "13.4", "torch_cuda": "13.4", "forward_compat": False, "cuda_works": True}
+    cuda = str(ngc.build.cuda)  # 13.4 today; read, so a release bump does not break this test
+    assert ngc.build.min_driver == compat.BRANCH_FLOOR[int(cuda.split(".", maxsplit=1)[0])]
+    kw: dict[str, Any] = {"spec_cuda": cuda, "torch_cuda": cuda, "forward_compat": False, "cuda_works": True}
     assert compat.driver_problem("580.65.06", ngc.build.min_driver, **kw) is None
     assert compat.driver_problem("575.51.03", ngc.build.min_driver, **kw) is not None
 
