@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import STACK
+from ..conftest import REAL_STACK as STACK
 from .conftest import run_check, write_sitecustomize
 
 pytestmark = pytest.mark.slow

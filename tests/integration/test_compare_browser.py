@@ -25,7 +25,7 @@ import pytest
 from torchenv import compare
 from torchenv.cli import main as cli
 
-from ..conftest import STACK
+from ..conftest import REAL_STACK as STACK
 from .conftest import run_check
 
 pytestmark = [pytest.mark.slow, pytest.mark.chromium]

@@ -24,7 +24,9 @@ from torchenv.errors import ToolMissing
 from torchenv.plan import conda
 from torchenv.spec import model as spec
 
-from ..conftest import ROOT, STACK
+from ..conftest import REAL_STACK as STACK
+from ..conftest import ROOT
+from ..conftest import STACK as FIXTURE_STACK
 from .conftest import run_check
 
 pytestmark = pytest.mark.slow
@@ -147,7 +149,7 @@ def _lmod_run(lmod: str, tree: Path, *args: str) -> subprocess.CompletedProcess[
 
 def test_modulefile_passes_lmods_syntax_check_and_loads(tmp_path: Path) -> None:
     lmod = _lmod()
-    variant = spec.load(str(STACK)).variant("conda")
+    variant = spec.load(str(FIXTURE_STACK)).variant("conda")  # the frozen fixture: names below are its versions
     prefix = tmp_path / "envs" / "torch env"  # a space: the path must survive Lua quoting
     tree = tmp_path / "modules"
     (tree / "torchenv").mkdir(parents=True)

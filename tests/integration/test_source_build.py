@@ -31,7 +31,8 @@ from torchenv.build import source as build_source
 from torchenv.plan import source
 from torchenv.spec import model as spec
 
-from ..conftest import ROOT, STACK
+from ..conftest import REAL_STACK as STACK
+from ..conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "source_ext"
 FIXTURE_SPEC = FIXTURE / "stack.toml"

@@ -19,7 +19,7 @@ from torchenv.errors import SpecError, ToolMissing, TorchenvError
 from torchenv.plan import conda
 from torchenv.spec import model as spec
 
-from ..conftest import ROOT, STACK
+from ..conftest import REAL_STACK, ROOT, STACK
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +84,11 @@ def repo_spec() -> spec.VariantSpec:
     return spec.load(str(STACK)).variant("conda")
 
 
+@pytest.fixture
+def real_conda_spec() -> spec.VariantSpec:
+    return spec.load(str(REAL_STACK)).variant("conda")
+
+
 def target(tmp_path: Path, spec_path: str) -> variants.Target:
     return variants.Target(
         env_dir=tmp_path / "prefix",
@@ -123,7 +128,8 @@ def test_environment_yml_exact(tmp_spec: spec.VariantSpec) -> None:
     )
 
 
-def test_committed_environment_yml_equals_the_rendering_of_stack_toml(repo_spec: spec.VariantSpec) -> None:
+def test_committed_environment_yml_equals_the_rendering_of_stack_toml(real_conda_spec: spec.VariantSpec) -> None:
+    repo_spec = real_conda_spec
     committed = (ROOT / "env" / "environment.yml").read_text()
     assert committed == conda.render_environment_yml(repo_spec), (
         "env/environment.yml differs from the spec's conda table: regenerate it with "
@@ -132,7 +138,8 @@ def test_committed_environment_yml_equals_the_rendering_of_stack_toml(repo_spec:
     assert conda.read_recipe(repo_spec) == ROOT / "env" / "environment.yml"
 
 
-def test_committed_recipe_selects_a_cuda_build_from_conda_forge_only(repo_spec: spec.VariantSpec) -> None:
+def test_committed_recipe_selects_a_cuda_build_from_conda_forge_only(real_conda_spec: spec.VariantSpec) -> None:
+    repo_spec = real_conda_spec
     text = (ROOT / "env" / "environment.yml").read_text()
     channels = text.split("channels:\n")[1].split("dependencies:")[0].split()
     assert channels == ["-", "conda-forge", "-", "nodefaults"]
@@ -570,10 +577,11 @@ def test_module_cli_prints_and_writes_the_modulefile(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], repo_spec: spec.VariantSpec
 ) -> None:
     prefix = _fake_prefix(tmp_path / "env")
-    assert cli.main(["module", "conda", str(prefix)]) == 0
+    assert cli.main(["module", "conda", str(prefix), "--spec", str(STACK)]) == 0
     assert capsys.readouterr().out == conda.render_modulefile(repo_spec, str(prefix))
     tree = tmp_path / "modules"
-    assert cli.main(["module", "conda", str(prefix), "--output", str(tree), "--version", "2025.10"]) == 0
+    args = ["module", "conda", str(prefix), "--spec", str(STACK), "--output", str(tree), "--version", "2025.10"]
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert (tree / "torchenv" / "2025.10.lua").read_text() == conda.render_modulefile(repo_spec, str(prefix), "2025.10")
     assert f"module use {tree} && module load torchenv/2025.10" in out

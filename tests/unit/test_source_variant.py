@@ -15,7 +15,7 @@ from torchenv.errors import SpecError, TorchenvError
 from torchenv.plan import source
 from torchenv.spec import model as spec
 
-from ..conftest import ROOT, STACK
+from ..conftest import REAL_STACK, ROOT, STACK
 
 FIXTURE_SPEC = ROOT / "tests" / "fixtures" / "source_ext" / "stack.toml"
 DOCKERFILE = ROOT / "containers" / "source" / "Dockerfile"
@@ -202,8 +202,8 @@ def _dockerfile_arg_defaults() -> dict[str, str]:
     return out
 
 
-def test_dockerfile_defaults_are_the_spec_derivation(real: spec.VariantSpec) -> None:
-    want = source.docker_build_args(real)
+def test_dockerfile_defaults_are_the_spec_derivation() -> None:
+    want = source.docker_build_args(spec.load(str(REAL_STACK)).variant("source"))
     have = _dockerfile_arg_defaults()
     fix = "\n".join(f'ARG {k}="{v}"' for k, v in want.items())
     assert have == want, f"update the ARG defaults in {DOCKERFILE} to:\n{fix}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -155,10 +154,6 @@ def _parser() -> argparse.ArgumentParser:
         help="check only this smoke-suite group (repeatable)",
     )
 
-    spec = sub.add_parser("spec", help="validate the spec and print a variant's normalised table")
-    _spec_args(spec)
-    spec.add_argument("--all", action="store_true", help="print every variant")
-
     # Further commands live in their own modules: each has add_parser(sub) that registers its
     # subparser with set_defaults(run=<function(args) -> int>). Add one line per module here.
     for module in COMMAND_MODULES:
@@ -178,6 +173,7 @@ COMMAND_MODULES: list[str] = [
     "torchenv.report.sbom",
     "torchenv.cli.plan",
     "torchenv.bench.run",
+    "torchenv.cli.spec",
 ]
 
 
@@ -333,20 +329,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     return cmd.run_plan(steps, skip_kinds=skip)
 
 
-def cmd_spec(args: argparse.Namespace) -> int:
-    stack, variant = _load(args)
-    for warning in stack.warnings:
-        print(f"torchenv: warning: {warning}", file=sys.stderr)
-    chosen = list(stack.variants.values()) if args.all else [variant]
-    print(json.dumps({v.name: v.to_dict() for v in chosen}, indent=2))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(args_list)
-        builtin = {"check": lambda a: cmd_check(a, ["torchenv", *args_list]), "build": cmd_build, "spec": cmd_spec}
+        builtin = {"check": lambda a: cmd_check(a, ["torchenv", *args_list]), "build": cmd_build}
         handler = builtin.get(args.command) or getattr(args, "run", None)
         if handler is None:
             raise TorchenvError(f"unknown command {args.command!r}.", fix="see `torchenv --help`")

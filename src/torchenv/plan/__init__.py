@@ -53,6 +53,14 @@ def get(name: str) -> Variant:
         "conda": conda.CondaVariant(),
         "source": source.SourceVariant(),
     }
+    if name not in registry:
+        from torchenv.errors import TorchenvError
+
+        raise TorchenvError(
+            f"nothing builds variant '{name}' this way: torchenv builds pip, conda, ngc and source, and a "
+            'variant of kind "local" (written by `torchenv spec freeze`) describes an existing environment.',
+            fix=f"check it instead: `torchenv check --variant {name}`, or build one of pip, conda, ngc, source",
+        )
     return registry[name]
 
 

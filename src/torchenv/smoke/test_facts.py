@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from torchenv.probe.facts import nvml_driver
+from torchenv.probe.facts import mapped_libraries, nvidia_driver_facts, nvml_driver
 from torchenv.smoke._support import fail, variant
-from torchenv.spec import gpuarch
+from torchenv.spec import compat, gpuarch
 from torchenv.spec.model import python_matches, version_matches
 
 
@@ -121,15 +121,26 @@ def test_gpu_covered(gpu: str) -> None:
 
 
 def test_driver(gpu: str) -> None:
-    from packaging.version import Version
+    """The driver is new enough, judged by the same rule as doctor's (compat.driver_problem):
+    forward compatibility that works on this GPU passes."""
+    import torch
 
     floor = variant().build.min_driver
     driver = nvml_driver()
     if driver is None:
         pytest.skip("the driver version cannot be read (no NVML)")
-    if floor and Version(driver) < Version(floor):
+    loaded = mapped_libraries().get("libcuda") or []
+    problem = compat.driver_problem(
+        driver,
+        floor,
+        spec_cuda=variant().build.cuda,
+        torch_cuda=torch.version.cuda,
+        forward_compat=bool(nvidia_driver_facts(loaded).get("forward_compat")),
+        cuda_works=torch.cuda.is_available(),
+    )
+    if problem:
         fail(
-            f"driver {driver} is older than {floor}, the minimum for CUDA {variant().build.cuda}",
+            problem,
             "driver-too-old",
             driver=driver,
             min_driver=floor,

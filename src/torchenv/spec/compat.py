@@ -5,12 +5,55 @@ https://github.com/pytorch/vision#installation). Each torchvision minor series i
 exactly one torch minor series; patch releases within a series pair freely. From torch 2.0 on the
 pattern is torchvision 0.(N+15) for torch 2.N, and the table below is kept explicit (not computed)
 so that a release that breaks the pattern is a one-line change. 2.13/0.28 and 2.14/0.29 are the
-pairs published as wheels on PyPI (both checked on this project's machines).
+pairs published as wheels on PyPI (both checked on this project's machines). torch 2.15.0 is on
+PyPI without a torchvision for it yet (December 2026), so it has no row: the loader warns that its
+pairing is unverified, and ``torchenv spec outdated`` does not count it as a pair.
+
+The driver rule below is shared by the in-environment check (smoke/test_facts.py) and doctor's
+``rule_driver``, so the two cannot disagree again (issue 16: the check failed "driver too old" on a
+data-center GPU running through cuda-compat, where doctor rightly found nothing).
 """
 
 from __future__ import annotations
 
 from packaging.version import InvalidVersion, Version
+
+#: The oldest Linux driver of the branch each CUDA major runs on (CUDA minor-version compatibility:
+#: any CUDA 13.x runs on the R580 branch, 580.65.06 being the CUDA 13.0 GA driver; CUDA 12.x on
+#: R525, 525.60.13). Source: the CUDA Toolkit release notes, "CUDA Toolkit and Corresponding Driver
+#: Versions" (minimum required driver for minor version compatibility).
+BRANCH_FLOOR: dict[int, str] = {12: "525.60.13", 13: "580.65.06"}
+
+
+def driver_problem(
+    driver: str | None,
+    min_driver: str | None,
+    *,
+    spec_cuda: str | None,
+    torch_cuda: str | None,
+    forward_compat: bool,
+    cuda_works: bool,
+) -> str | None:
+    """Why the driver is too old for the build, or None when it is fine (or cannot be judged).
+
+    - the floor applies only to the CUDA the spec describes (a torch of another CUDA is a version
+      mismatch, reported as such);
+    - CUDA forward compatibility (a newer libcuda from cuda-compat over an older kernel module) that
+      WORKS is fine: that is what it is for on data-center GPUs;
+    - otherwise a driver below ``min_driver`` is too old.
+    """
+    if not driver or not min_driver or not torch_cuda or spec_cuda != torch_cuda:
+        return None
+    if forward_compat and cuda_works:
+        return None
+    try:
+        old = Version(driver) < Version(min_driver)
+    except InvalidVersion:
+        return None
+    if not old:
+        return None
+    return f"driver {driver} is older than {min_driver}, the minimum for CUDA {torch_cuda}"
+
 
 #: torch (major, minor) -> torchvision (major, minor)
 TORCH_TORCHVISION: dict[tuple[int, int], tuple[int, int]] = {

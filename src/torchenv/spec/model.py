@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ else:  # pragma: no cover - exercised only on 3.10 images
 SCHEMA_VERSION = 1
 SPEC_ENV_VAR = "TORCHENV_SPEC"
 VARIANT_NAMES = ("pip", "conda", "ngc", "source")
+#: Variant kinds: the four that torchenv builds, and ``local`` (an environment described by
+#: ``torchenv spec freeze``: checked and compared like the others, never built).
+LOCAL_KIND = "local"
+VARIANT_KINDS = (*VARIANT_NAMES, LOCAL_KIND)
+#: Limits on what a spec may hold (issue 14: a 30-digit max_jobs, a 1,000-deep array and a 5,000-digit
+#: number were accepted or crashed the loader). A real spec is a few kB.
+MAX_SPEC_BYTES = 1 << 20
+MAX_STRING = 4096
+MAX_JOBS = 4096
 
 _ARCH_RE = re.compile(r"^(sm|compute)_(\d+)([a-z]?)$")
 _DRIVER_RE = re.compile(r"^\d+(\.\d+){0,2}$")
@@ -41,6 +51,7 @@ _PYTHON_RE = re.compile(r"^3\.\d+(\.\d+)?$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*:[\w][\w.-]{0,127}$")
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # Oldest GPU architecture each CUDA major can compile for (CUDA release notes: CUDA 12 dropped
 # Kepler, CUDA 13 dropped Maxwell, Pascal and Volta).
@@ -85,6 +96,11 @@ class VariantSpec:
     options: Mapping[str, Any]  # the variant's own knobs (lock, image, channels, tags, ...)
     spec_hash: str
     spec_path: str
+    kind: str = ""  # one of VARIANT_KINDS; "" means the variant's own name
+
+    @property
+    def variant_kind(self) -> str:
+        return self.kind or self.name
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready form (what the smoke suite and reports receive)."""
@@ -103,6 +119,7 @@ class VariantSpec:
             "options": _thaw(self.options),
             "spec_hash": self.spec_hash,
             "spec_path": self.spec_path,
+            "kind": self.variant_kind,
         }
 
     @classmethod
@@ -123,6 +140,7 @@ class VariantSpec:
             options=_freeze(data.get("options", {})),
             spec_hash=data["spec_hash"],
             spec_path=data["spec_path"],
+            kind="" if data.get("kind", data["name"]) == data["name"] else str(data["kind"]),
         )
 
     def support_matrix(self) -> dict[str, Any]:
@@ -200,7 +218,7 @@ _PROMISES: dict[str, _Field] = {
 }
 _OPTIONS: dict[str, dict[str, _Field]] = {
     "pip": {
-        "lock": _Field("str", help='the lock file, relative to the spec ("pip.lock")'),
+        "lock": _Field("lock", help='the lock file, relative to the spec ("pip.lock")'),
     },
     "conda": {
         "channels": _Field("channels", help='["conda-forge"]'),
@@ -208,7 +226,7 @@ _OPTIONS: dict[str, dict[str, _Field]] = {
         "pytorch_build": _Field("str", help='the pytorch build string glob, e.g. "cuda*"'),
     },
     "ngc": {
-        "image": _Field("image", help='"nvcr.io/nvidia/pytorch:25.09-py3"'),
+        "image": _Field("image", help='"nvcr.io/nvidia/pytorch:26.09-py3"'),
         "digest": _Field("digest", required=False, help='"sha256:<64 hex>" or ""'),
     },
     "source": {
@@ -217,10 +235,11 @@ _OPTIONS: dict[str, dict[str, _Field]] = {
         "torchvision_repo": _Field("str", help="a git URL or path"),
         "torchvision_tag": _Field("str", help='a git tag such as "v0.29.1"'),
         "torch_cuda_arch_list": _Field("str", help='TORCH_CUDA_ARCH_LIST, e.g. "8.0;9.0+PTX"'),
-        "max_jobs": _Field("int", help="a positive integer (parallel compile jobs)"),
+        "max_jobs": _Field("int", help=f"an integer from 1 to {MAX_JOBS} (parallel compile jobs)"),
         "use_cudnn": _Field("bool", help="true or false"),
         "use_nccl": _Field("bool", help="true or false"),
     },
+    LOCAL_KIND: {},
 }
 _TOP: dict[str, str] = {"schema": "an integer (1)", "stack": "a table", "variants": "a table"}
 
@@ -265,10 +284,37 @@ class _Loader:
         return out
 
 
+def _shown(value: Any) -> str:
+    """A value for an error message: short, whatever its size (a 5,000-entry list stays one line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({type(value).__name__}, {len(text)} characters)"
+
+
 def _want_str(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise loader.fail(key, f"expected a non-empty string, got {value!r}", f"set it to {spec.help}")
+        kind = "" if isinstance(value, str) else f" ({type(value).__name__})"
+        raise loader.fail(key, f"expected a non-empty string, got {_shown(value)}{kind}", f"set it to {spec.help}")
+    if len(value) > MAX_STRING:
+        raise loader.fail(key, f"is {len(value)} characters long (at most {MAX_STRING})", f"set it to {spec.help}")
+    if _CONTROL_RE.search(value):
+        # These strings end up in Dockerfiles, shell settings and reports: a newline would add a line.
+        raise loader.fail(key, "contains a control character (newline, tab, escape, ...)", f"set it to {spec.help}")
     return value.strip()
+
+
+def _check_lock(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+    """A lock path stays inside the spec's folder: torchenv runs as root on build hosts, and
+    ``lock = "/etc/shadow"`` was read (issue 14)."""
+    text = _want_str(loader, key, value, spec)
+    if text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", text):
+        raise loader.fail(key, f"{text!r} is an absolute path", "give the lock's path relative to the spec's folder")
+    if ".." in re.split(r"[/\\]", text) or os.path.normpath(text).startswith(".."):
+        raise loader.fail(
+            key, f"{text!r} climbs out of the spec's folder", "keep the lock in the spec's folder or below it"
+        )
+    return text
 
 
 def _check_version(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
@@ -310,16 +356,21 @@ def _check_bool(loader: _Loader, key: str, value: Any, spec: _Field) -> bool:
 
 
 def _check_int(loader: _Loader, key: str, value: Any, spec: _Field) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise loader.fail(key, f"expected a positive integer, got {value!r}", f"use {spec.help}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOBS:
+        raise loader.fail(
+            key, f"expected a positive integer (at most {MAX_JOBS}), got {_shown(value)}", f"use {spec.help}"
+        )
     return value
 
 
 def _str_list(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise loader.fail(key, f"expected a list of strings, got {value!r}", f"use {spec.help}")
+        raise loader.fail(key, f"expected a list of strings, got {_shown(value)}", f"use {spec.help}")
     if len(set(value)) != len(value):
         raise loader.fail(key, "lists an entry twice", "remove the duplicate")
+    for item in value:
+        if len(item) > MAX_STRING or _CONTROL_RE.search(item):
+            raise loader.fail(key, f"entry {_shown(item)} is too long or holds a control character", f"use {spec.help}")
     return tuple(value)
 
 
@@ -345,6 +396,8 @@ def _check_archs(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[s
 
 def _check_channels(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[str, ...]:
     channels = _str_list(loader, key, value, spec)
+    if not channels:
+        raise loader.fail(key, "lists no channel", 'use channels = ["conda-forge"]')
     for channel in channels:
         if channel in _DEAD_CONDA_CHANNELS:
             raise loader.fail(
@@ -373,6 +426,7 @@ def _check_digest(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
 
 _CHECKERS: dict[str, Callable[[_Loader, str, Any, _Field], Any]] = {
     "str": _want_str,
+    "lock": _check_lock,
     "version": _check_version,
     "python": _check_python,
     "cuda": _check_cuda,
@@ -409,10 +463,44 @@ def _arch_number(arch: str) -> int:
     return int(match.group(2))
 
 
+def _variant_kind(loader: _Loader, name: str, table: Mapping[str, Any]) -> str:
+    where = f"variants.{name}"
+    if "kind" not in table:
+        if name in VARIANT_NAMES:
+            return name
+        close = difflib.get_close_matches(name, VARIANT_NAMES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise loader.fail(
+            where,
+            f"unknown variant '{name}'{hint}",
+            f'name the table one of: {", ".join(VARIANT_NAMES)}, or add kind = "{LOCAL_KIND}" '
+            "(an environment described by `torchenv spec freeze`)",
+        )
+    kind = table["kind"]
+    if kind not in VARIANT_KINDS:
+        raise loader.fail(f"{where}.kind", f"unknown kind {_shown(kind)}", f"use one of: {', '.join(VARIANT_KINDS)}")
+    if name in VARIANT_NAMES and kind != name:
+        raise loader.fail(
+            f"{where}.kind",
+            f"the '{name}' variant is of kind '{name}', not {kind!r}",
+            f"remove `kind` or rename the table (e.g. [variants.{name}-{kind}])",
+        )
+    if name not in VARIANT_NAMES and kind != LOCAL_KIND:
+        raise loader.fail(
+            f"{where}.kind",
+            f"only the variants named {', '.join(VARIANT_NAMES)} are built, so '{name}' cannot be of kind {kind!r}",
+            f'name the table [variants.{kind}], or set kind = "{LOCAL_KIND}"',
+        )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise loader.fail(where, "is not a usable variant name", "use letters, digits, '.', '_' and '-' (64 at most)")
+    return str(kind)
+
+
 def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> VariantSpec:
     where = f"variants.{name}"
-    options_schema = _OPTIONS[name]
-    allowed = {**_COMMON, **options_schema, "build": None, "promises": None}
+    kind = _variant_kind(loader, name, table)
+    options_schema = _OPTIONS[kind]
+    allowed = {**_COMMON, **options_schema, "build": None, "promises": None, "kind": None}
     loader.check_keys(table, allowed, where)
     common = loader.fields(table, _COMMON, where)
     options = loader.fields(table, options_schema, where)
@@ -447,7 +535,7 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
                     f"CUDA {cuda} cannot target {', '.join(too_old)} (its oldest is sm_{floor})",
                     "drop those architectures or use an older CUDA",
                 )
-    if name == "source":
+    if kind == "source":
         try:
             derived = arch_list_from_torch_cuda_arch_list(options["torch_cuda_arch_list"])
         except ValueError as exc:
@@ -483,6 +571,8 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
         "build": {"cuda": cuda, "arch_list": list(archs), "min_driver": build.get("min_driver")},
         "promises": promises,
     }
+    if kind != name:
+        normalised["kind"] = kind
     digest = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()[:12]
     return VariantSpec(
         name=name,
@@ -495,41 +585,50 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
         options=_freeze(options),
         spec_hash=digest,
         spec_path=loader.path,
+        kind="" if kind == name else kind,
     )
 
 
 def parse(text: str, path: str = "<string>", origin: str = "--spec") -> StackSpec:
     """Validate TOML text. Raises SpecError."""
     loader = _Loader(path)
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Windows editors write one) is accepted
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise loader.fail("", f"not valid TOML ({exc})", "fix the syntax at the line and column given") from None
+    except RecursionError:
+        raise loader.fail(
+            "", "nests arrays or tables too deeply to read", "a stack spec nests a few levels at most"
+        ) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (int() refuses it)
+        raise loader.fail("", f"holds a number too long to read ({exc})", "write numbers of a few digits") from None
     loader.check_keys(data, _TOP, "")
     schema = data.get("schema")
-    if schema != SCHEMA_VERSION:
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA_VERSION:
         raise loader.fail(
             "schema",
-            f"expected schema = {SCHEMA_VERSION}, got {schema!r}",
+            f"expected schema = {SCHEMA_VERSION}, got {_shown(schema)}"
+            + (
+                ""
+                if isinstance(schema, int) and not isinstance(schema, bool)
+                else f" (a {type(schema).__name__}, not an integer)"
+            ),
             f"add `schema = {SCHEMA_VERSION}` at the top of the file",
         )
     stack = loader.table(data, "stack", "")
     loader.check_keys(stack, {"name": None, "description": None}, "stack")
     name = _want_str(loader, "stack.name", stack.get("name"), _Field("str", help='a name such as "hpc-pytorch"'))
-    description = str(stack.get("description", ""))
+    description = ""
+    if "description" in stack:
+        description = _want_str(
+            loader, "stack.description", stack["description"], _Field("str", help="one line of text")
+        )
     variants_table = loader.table(data, "variants", "")
     if not variants_table:
         raise loader.fail("variants", "defines no variant", "add at least [variants.pip]")
     variants: dict[str, VariantSpec] = {}
     for vname, vtable in variants_table.items():
-        if vname not in VARIANT_NAMES:
-            close = difflib.get_close_matches(vname, VARIANT_NAMES, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise loader.fail(
-                f"variants.{vname}",
-                f"unknown variant '{vname}'{hint}",
-                f"name the table one of: {', '.join(VARIANT_NAMES)}",
-            )
         if not isinstance(vtable, dict):
             raise loader.fail(f"variants.{vname}", "expected a table", f"write [variants.{vname}]")
         variants[vname] = _check_variant(loader, vname, vtable)
@@ -573,24 +672,73 @@ def resolve_path(cli_path: str | None) -> tuple[str, str]:
 
 def load(cli_path: str | None = None) -> StackSpec:
     path, origin = resolve_path(cli_path)
+    data = _read_regular(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(path, "", "file not found", "pass --spec with the path of a stack.toml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(path, "", f"cannot read it ({exc})", "check the path and its permissions") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            path,
+            "",
+            f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+            "save the spec as UTF-8 (TOML files must be UTF-8)",
+        ) from None
     return parse(text, path=path, origin=origin)
 
 
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file; a FIFO, device or directory is refused without blocking on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SpecError(path, "", "file not found", "pass --spec with the path of a stack.toml") from None
+    except IsADirectoryError:
+        raise SpecError(path, "", "is a directory", "pass --spec with the path of a stack.toml file") from None
+    except OSError as exc:
+        raise SpecError(path, "", f"cannot read it ({exc.strerror})", "check the path and its permissions") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(
+                path,
+                "",
+                "is not a regular file (a FIFO, device or socket)",
+                "pass --spec with the path of a stack.toml file",
+            )
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError(
+                path, "", f"is {info.st_size} bytes (a spec is at most {MAX_SPEC_BYTES})", "pass the stack.toml itself"
+            )
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except IsADirectoryError:
+        raise SpecError(path, "", "is a directory", "pass --spec with the path of a stack.toml file") from None
+    except OSError as exc:
+        raise SpecError(path, "", f"cannot read it ({exc.strerror})", "check the path and its permissions") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(path, "", f"is over {MAX_SPEC_BYTES} bytes", "pass the stack.toml itself")
+    return data
+
+
 def version_matches(expected: str, installed: str) -> bool:
-    """``2.14.1`` matches ``2.14.1+cu130``; an expected local version must match exactly."""
+    """``2.14.1`` matches ``2.14.1+cu130``; an expected local version must match segment by segment,
+    with further segments allowed after it: NGC 26.09 pins ``2.14.0a0+b2c75dd062`` and its image
+    reports ``2.14.0a0+b2c75dd062.nv26.09`` (the commit is the identity, ``.nvYY.MM`` NVIDIA's tag),
+    while ``2.14.0a0+0000000000`` (another commit) does not match."""
     try:
         want, have = Version(expected), Version(installed)
     except InvalidVersion:
         return expected == installed
-    if want.local is not None:
-        return want == have
-    return want.public == have.public
+    if want.public != have.public:
+        return False
+    if want.local is None:
+        return True
+    if have.local is None:
+        return False
+    want_parts, have_parts = want.local.split("."), have.local.split(".")
+    return have_parts[: len(want_parts)] == want_parts
 
 
 def python_matches(expected: str, running: tuple[int, ...]) -> bool:
