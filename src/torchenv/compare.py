@@ -10,11 +10,9 @@ The first report is the baseline: package differences and bench ratios are taken
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +139,8 @@ def load(path: str, label: str | None = None) -> Report:
         raise _bad(path, "no such file")
     if p.is_dir():
         raise _bad(path, "is a folder, not a report", fix="pass the JSON file inside it, e.g. reports/pip.json")
+    if not p.is_file():  # a FIFO would hang the reader, a device feed it forever
+        raise _bad(path, "is not a regular file (a FIFO, device or socket)", fix="pass a JSON report file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -819,46 +819,3 @@ def render_html(c: Comparison) -> str:
             parts += ["</tbody></table>"]
     parts += ["</section>", "</body>", "</html>"]
     return "\n".join(parts) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# the command
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "compare",
-        help="put check reports side by side (variants, nodes, two builds of one spec)",
-        description="Compare JSON reports written by `torchenv check --json`: versions, facts and check "
-        "outcomes that differ, bench figures with ratios, and package-set differences. The first report "
-        "is the baseline.",
-    )
-    p.add_argument("reports", metavar="REPORT.json", nargs="*", help="two or more reports; the first is the baseline")
-    p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown here")
-    p.add_argument("--html", metavar="PATH", help="also write it as one static HTML page here (opens from disk)")
-    p.set_defaults(run=run)
-
-
-def _write(path: str, text: str, what: str) -> None:
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise TorchenvError(
-            f"torchenv compare --{what}: cannot write {path} ({exc.strerror}).",
-            fix="pass a path in a writable folder",
-        ) from None
-
-
-def run(args: argparse.Namespace) -> int:
-    comparison = build(load_all(args.reports))
-    width = max(80, min(shutil.get_terminal_size((120, 20)).columns, 200))
-    print(render_text(comparison, width), end="")
-    if args.markdown:
-        _write(args.markdown, render_markdown(comparison), "markdown")
-        print(f"markdown: {args.markdown}")
-    if args.html:
-        _write(args.html, render_html(comparison), "html")
-        print(f"html: {args.html}")
-    return 0

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from torchenv import __version__
+from torchenv import __version__, safeio
 from torchenv.check.runner import SuiteRun
 from torchenv.spec.model import StackSpec, VariantSpec
 
@@ -132,11 +130,8 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    """Atomically, never through a symlink or over a device (see :mod:`torchenv.safeio`)."""
+    safeio.write_json(path, report, what="torchenv: the JSON report")
 
 
 def write_junit(report: dict[str, Any], path: str) -> None:
@@ -177,9 +172,8 @@ def write_junit(report: dict[str, Any], path: str) -> None:
                 failure.text = f"cause: {diag['cause']}\nfix: {diag['fix']}"
         elif c["outcome"] == "skipped":
             ET.SubElement(case, "skipped", {"message": c["message"]})
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(target, encoding="utf-8", xml_declaration=True)
+    data = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    safeio.write_bytes(path, data, what="torchenv: the JUnit report")
 
 
 def print_summary(report: dict[str, Any]) -> None:
