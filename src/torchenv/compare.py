@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,16 @@ NONE = "(none)"
 NOT_RUN = "not run"
 EMPTY = "(empty)"
 MARK = "≠"  # shown beside a differing row in Markdown and HTML ("*" in the terminal)
+
+#: C0 and C1 control characters but the newline: an ESC sequence in a shared report must not reach the
+#: terminal (clear the screen, set the window title) nor a page.
+_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without control characters (a tab becomes a space); newlines stay."""
+    return _CONTROLS.sub(lambda m: " " if m.group() == "\t" else "", text)
+
 
 _HOW_TO_MAKE = "pass JSON reports written by `torchenv check --json PATH` (one per variant, node or build)"
 
@@ -629,15 +640,35 @@ def render_text(c: Comparison, width: int = 120) -> str:
                 rows = [(True, list(r)) for r in _diff_rows(d)]
                 table = _text_table(["change", "package", c.baseline, d.label], rows, width - 4, fixed=2)
                 out += ["    " + line for line in table]
-    return "\n".join(out) + "\n"
+    return strip_controls("\n".join(out)) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
 # Markdown
 
 
+class _Md(str):
+    """Text that is Markdown already (a code span made by :func:`_code`): not escaped again."""
+
+
 def _md(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Report text as inert Markdown: no control characters, and ``\\ | < > ` `` escaped, so a
+    shared report cannot put a ``<script>`` or a broken table into the page that renders it."""
+    if isinstance(s, _Md):
+        return str(s)
+    s = strip_controls(s.replace("\n", " "))
+    return (
+        s.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("`", "\\`")
+    )
+
+
+def _code(s: str) -> _Md:
+    """``s`` as a code span: inside one, HTML is not interpreted; only a backtick could end it early."""
+    return _Md("`" + strip_controls(s.replace("\n", " ")).replace("`", "'").replace("|", "\\|") + "`")
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -649,8 +680,8 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str
 
 def render_markdown(c: Comparison) -> str:
     labels = list(c.labels)
-    out = [f"# torchenv compare: {', '.join(labels)}", ""]
-    out.append(f"Baseline: {c.baseline}. Rows marked {MARK} differ between the reports.")
+    out = [f"# torchenv compare: {_md(', '.join(labels))}", ""]
+    out.append(f"Baseline: {_md(c.baseline)}. Rows marked {MARK} differ between the reports.")
     out += ["", "## Reports", ""]
     out += _md_table(
         ["report", "file", "variant", "spec hash", "created", "result"],
@@ -658,27 +689,29 @@ def render_markdown(c: Comparison) -> str:
     )
     out += ["", "## Versions", ""]
     out += _md_table(["", "", *labels], [[MARK if r.differs else "", r.label, *r.cells] for r in c.versions])
-    out += ["", "## Facts that differ", "", _facts_intro(c)]
+    out += ["", "## Facts that differ", "", _md(_facts_intro(c))]
     if c.facts:
         with_notes = any(r.note for r in c.facts)
         headers = ["", "fact", *labels] + (["why it matters"] if with_notes else [])
-        rows = [[MARK, f"`{r.label}`", *r.cells] + ([r.note] if with_notes else []) for r in c.facts]
+        rows = [[MARK, _code(r.label), *r.cells] + ([r.note] if with_notes else []) for r in c.facts]
         out += ["", *_md_table(headers, rows)]
-    out += ["", "## Checks whose outcome differs", "", _checks_intro(c)]
+    out += ["", "## Checks whose outcome differs", "", _md(_checks_intro(c))]
     if c.checks:
-        out += ["", *_md_table(["", "check", *labels], [[MARK, f"`{r.label}`", *r.cells] for r in c.checks])]
+        out += ["", *_md_table(["", "check", *labels], [[MARK, _code(r.label), *r.cells] for r in c.checks])]
         if c.check_details:
             out.append("")
-            out += [f"- `{d.check}` in {d.label} ({d.outcome}): {d.message}" for d in c.check_details]
+            out += [
+                f"- {_code(d.check)} in {_md(d.label)} ({_md(d.outcome)}): {_md(d.message)}" for d in c.check_details
+            ]
     if c.bench:
-        out += ["", "## Bench", "", _bench_intro(c), ""]
+        out += ["", "## Bench", "", _md(_bench_intro(c)), ""]
         out += _md_table(
             ["", "figure", "unit", *labels], [[MARK if r.differs else "", r.key, r.unit, *r.cells] for r in c.bench]
         )
-    out += ["", "## Packages", "", _packages_intro(c)]
+    out += ["", "## Packages", "", _md(_packages_intro(c))]
     if not c.packages.identical:
         for d in c.packages.diffs:
-            out += ["", f"### {_diff_line(d, c.baseline)}"]
+            out += ["", f"### {_md(_diff_line(d, c.baseline))}"]
             if not d.identical:
                 out += ["", *_md_table(["change", "package", c.baseline, d.label], _diff_rows(d))]
     return "\n".join(out) + "\n"
@@ -712,7 +745,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 
 
 def _e(s: str) -> str:
-    return html.escape(s, quote=True)
+    return html.escape(strip_controls(s), quote=True)
 
 
 def _html_row(section: str, key: str, label: str, cells: Sequence[str], differs: bool, extra: str = "") -> str:

@@ -92,6 +92,11 @@ class Parser(argparse.ArgumentParser):
         #: Called with the value of an invalid choice, to explain it in the domain's words.
         self.on_invalid_choice: Callable[[str], None] | None = None
 
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        action.type = str  # the words after a command are its subparser's to check, not this parser's
+        return action
+
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
