@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from torchenv.errors import TorchenvError
+from torchenv.report import table
 
 SCHEMA_PREFIX = "torchenv.report/"
 SCHEMA_MAJOR = "1"
@@ -581,26 +582,11 @@ def _text_table(
     rest = len(headers) - fixed
     share = max(16, (width - 2 - sum(w + 2 for w in first)) // max(rest, 1) - 2)
     limits = first + [share] * rest
-
-    def cut(s: str, limit: int) -> str:
-        if len(s) <= limit:
-            return s
-        if "/" in s and " " not in s:  # a path: its end tells environments apart, keep both ends
-            head = (limit - 3) // 2
-            return s[:head] + "..." + s[len(s) - (limit - 3 - head) :]
-        return s[: limit - 3] + "..."
-
-    body = [(mark, [cut(c, lim) for c, lim in zip(cells, limits, strict=True)]) for mark, cells in rows]
-    widths = [len(h) for h in headers]
-    for _, cells in body:
-        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
-
-    def line(mark: str, cells: Sequence[str]) -> str:
-        return (mark + " " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))).rstrip()
-
-    return [line(" ", [h.upper() if i == 0 else h for i, h in enumerate(headers)])] + [
-        line("*" if mark else " ", cells) for mark, cells in body
+    columns = [
+        table.Column(h.upper() if i == 0 else h, limit=lim, cut=table.keep_ends)
+        for i, (h, lim) in enumerate(zip(headers, limits, strict=True))
     ]
+    return table.render(columns, [cells for _, cells in rows], marks=["*" if mark else " " for mark, _ in rows])
 
 
 def render_text(c: Comparison, width: int = 120) -> str:
@@ -657,13 +643,7 @@ def _md(s: str) -> str:
     if isinstance(s, _Md):
         return str(s)
     s = strip_controls(s.replace("\n", " "))
-    return (
-        s.replace("\\", "\\\\")
-        .replace("|", "\\|")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("`", "\\`")
-    )
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("`", "\\`")
 
 
 def _code(s: str) -> _Md:

@@ -11,6 +11,7 @@ from typing import Any
 
 from torchenv import __version__, safeio
 from torchenv.check.runner import SuiteRun
+from torchenv.report import table
 from torchenv.spec.model import StackSpec, VariantSpec
 
 SCHEMA = "torchenv.report/1"
@@ -101,14 +102,22 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
     detail_w = max(width - name_w - 17, 20)
     lines = _header(report)
     lines.append("")
-    lines.append(f"{'CHECK':<{name_w}}  {'RESULT':<6}  {'TIME':>6}  DETAIL")
-    for c in checks:
-        label = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[c["outcome"]]
-        detail = c["message"] if c["outcome"] != "passed" else ""
-        if len(detail) > detail_w:
-            detail = detail[: detail_w - 3] + "..."
-        row = f"{c['check'][:name_w]:<{name_w}}  {label:<6}  {c['seconds']:>5.1f}s  {detail}"
-        lines.append(row.rstrip())
+    columns = [
+        table.Column("CHECK", width=name_w, limit=name_w, cut=table.clip),
+        table.Column("RESULT", width=6),
+        table.Column("TIME", align=">", width=6),
+        table.Column("DETAIL", limit=detail_w),
+    ]
+    rows = [
+        (
+            c["check"],
+            {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[c["outcome"]],
+            f"{c['seconds']:>5.1f}s",
+            c["message"] if c["outcome"] != "passed" else "",
+        )
+        for c in checks
+    ]
+    lines += table.render(columns, rows)
     s = report["summary"]
     failed = [c for c in checks if c["outcome"] == "failed"]
     if failed:

@@ -36,6 +36,7 @@ from torchenv import __version__
 from torchenv.diagnose import breakages
 from torchenv.engines.slurm import JobState
 from torchenv.errors import TorchenvError, sigterm_as_interrupt
+from torchenv.report import table
 from torchenv.submit import allreduce
 
 SCHEMA = "torchenv.submit/1"
@@ -718,10 +719,7 @@ def render_summary(result: Mapping[str, Any]) -> str:
                     n.get("driver", "?"),
                 )
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        cells = [c.ljust(widths[i]) for i, c in enumerate(r[:-1])]
-        lines.append("  ".join([*cells, r[-1]]).rstrip())
+    lines += table.render([table.Column(h) for h in rows[0]], rows[1:])
     for t in result["targets"]:
         ar = t.get("allreduce")
         if not ar:
