@@ -26,9 +26,18 @@ from torchenv.spec.model import StackSpec, VariantSpec
 
 _Parser = options.Parser
 
+EXIT_STATUSES = (
+    "Exit status: 0 ok, 1 a check or build step failed, 2 bad usage / bad spec / missing tool, "
+    "3 internal error, 129 SIGHUP, 130 interrupted (Ctrl-C), 143 SIGTERM."
+)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="torchenv", description="Reproducible, validated PyTorch environments.")
+    parser = _Parser(
+        prog="torchenv",
+        description="Reproducible, validated PyTorch environments.",
+        epilog=EXIT_STATUSES,
+    )
     parser.add_argument("--version", action="version", version=f"torchenv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
