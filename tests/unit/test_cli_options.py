@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ def _numeric_actions() -> list[tuple[tuple[str, ...], argparse.ArgumentParser, a
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 continue
-            if action.type is not None and action.type is not options.nonempty:
+            if action.type is not None and action.type not in (options.nonempty, options.input_file):
                 found.append((path, parser, action))
     return found
 
@@ -251,6 +252,17 @@ def test_one_definition_of_spec_variant_and_json() -> None:
                 if flag in action.option_strings and not action.required:
                     seen.add(action.help or "")
     assert helps == {"--spec": {options.SPEC_HELP}, "--variant": {options.VARIANT_HELP}, "--json": {options.JSON_HELP}}
+
+
+def test_a_fifo_or_a_folder_as_spec_is_refused_instead_of_hanging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipe = tmp_path / "stack.toml"
+    os.mkfifo(pipe)
+    for argv in (["check", "--spec", str(pipe)], ["doctor", "--spec", str(pipe)], ["spec", "--spec", str(tmp_path)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "argument --spec:" in err and ("not a regular file" in err or "is a folder" in err), err
 
 
 def test_variant_rule(monkeypatch: pytest.MonkeyPatch) -> None:

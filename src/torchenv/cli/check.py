@@ -83,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from torchenv.spec import model as spec_mod
 
     argv = ["torchenv", *sys.argv[1:]] if not getattr(args, "argv", None) else list(args.argv)
-    if args.spec:
-        safeio.regular_input(args.spec, "torchenv check --spec")
     stack = spec_mod.load(args.spec)
     variant = stack.variant(options.variant_name(args.variant))
     for warning in stack.warnings:

@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,19 @@ def nonempty(text: str) -> str:
     """The type of every option that takes text: ``--spec ''`` is refused, not silently defaulted."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty value is not allowed (give a value or leave the option out)")
+    return text
+
+
+def input_file(text: str) -> str:
+    """The type of ``--spec``: not empty, and not a FIFO or device (reading one hangs or never ends)."""
+    nonempty(text)
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        return text  # absent or unreadable: the reader says so, naming the file
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO or a device?)"
+        raise argparse.ArgumentTypeError(f"{text} is {kind}; pass the path of a stack.toml file")
     return text
 
 
@@ -129,7 +143,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_spec(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", metavar="PATH", default=None, help=SPEC_HELP)
+    p.add_argument("--spec", metavar="PATH", type=input_file, default=None, help=SPEC_HELP)
 
 
 def add_variant(p: argparse.ArgumentParser, *, required: bool = False) -> None:
