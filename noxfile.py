@@ -221,7 +221,8 @@ def ngc(session: nox.Session) -> None:
     """Build the ngc image, check it inside itself, tag it (and --sif / --push when asked):
     `nox -s ngc -- [torchenv build ngc options]`. The builder needs the Docker SDK, not torch."""
     session.install("-e", ".[build]")  # -e: the build reads containers/ngc from the checkout
-    session.run("torchenv", "build", "ngc", "--spec", str(STACK), "--json", str(REPORTS / "ngc.json"), *session.posargs)
+    report = [] if "--dry-run" in session.posargs else ["--json", str(REPORTS / "ngc.json")]  # a dry run writes nothing
+    session.run("torchenv", "build", "ngc", "--spec", str(STACK), *report, *session.posargs)
 
 
 @nox.session(python=PIP_PYTHON)
@@ -232,9 +233,9 @@ def source(session: nox.Session) -> None:
     go to `torchenv build source`: --src DIR, --vision-src DIR, --work DIR, --dry-run, --no-ccache,
     --check-only GROUP, --python EXE; with --container also --base/--runtime IMAGE, --tag, --ca-cert."""
     session.install("-e", ".[build]" if "--container" in session.posargs else ".")  # -e: build.sh is in the checkout
+    report = [] if "--dry-run" in session.posargs else ["--json", str(REPORTS / "source-build.json")]
     session.run(
-        "torchenv", "build", "source", "--spec", str(STACK), "--reports", str(REPORTS),
-        "--json", str(REPORTS / "source-build.json"), *session.posargs,
+        "torchenv", "build", "source", "--spec", str(STACK), "--reports", str(REPORTS), *report, *session.posargs,
     )  # fmt: skip
 
 

@@ -10,17 +10,17 @@ The first report is the baseline: package differences and bench ratios are taken
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
-import shutil
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torchenv.errors import TorchenvError
+from torchenv.report import table
 
 SCHEMA_PREFIX = "torchenv.report/"
 SCHEMA_MAJOR = "1"
@@ -33,6 +33,16 @@ NONE = "(none)"
 NOT_RUN = "not run"
 EMPTY = "(empty)"
 MARK = "≠"  # shown beside a differing row in Markdown and HTML ("*" in the terminal)
+
+#: C0 and C1 control characters but the newline: an ESC sequence in a shared report must not reach the
+#: terminal (clear the screen, set the window title) nor a page.
+_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without control characters (a tab becomes a space); newlines stay."""
+    return _CONTROLS.sub(lambda m: " " if m.group() == "\t" else "", text)
+
 
 _HOW_TO_MAKE = "pass JSON reports written by `torchenv check --json PATH` (one per variant, node or build)"
 
@@ -141,6 +151,8 @@ def load(path: str, label: str | None = None) -> Report:
         raise _bad(path, "no such file")
     if p.is_dir():
         raise _bad(path, "is a folder, not a report", fix="pass the JSON file inside it, e.g. reports/pip.json")
+    if not p.is_file():  # a FIFO would hang the reader, a device feed it forever
+        raise _bad(path, "is not a regular file (a FIFO, device or socket)", fix="pass a JSON report file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -570,26 +582,11 @@ def _text_table(
     rest = len(headers) - fixed
     share = max(16, (width - 2 - sum(w + 2 for w in first)) // max(rest, 1) - 2)
     limits = first + [share] * rest
-
-    def cut(s: str, limit: int) -> str:
-        if len(s) <= limit:
-            return s
-        if "/" in s and " " not in s:  # a path: its end tells environments apart, keep both ends
-            head = (limit - 3) // 2
-            return s[:head] + "..." + s[len(s) - (limit - 3 - head) :]
-        return s[: limit - 3] + "..."
-
-    body = [(mark, [cut(c, lim) for c, lim in zip(cells, limits, strict=True)]) for mark, cells in rows]
-    widths = [len(h) for h in headers]
-    for _, cells in body:
-        widths = [max(w, len(c)) for w, c in zip(widths, cells, strict=True)]
-
-    def line(mark: str, cells: Sequence[str]) -> str:
-        return (mark + " " + "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))).rstrip()
-
-    return [line(" ", [h.upper() if i == 0 else h for i, h in enumerate(headers)])] + [
-        line("*" if mark else " ", cells) for mark, cells in body
+    columns = [
+        table.Column(h.upper() if i == 0 else h, limit=lim, cut=table.keep_ends)
+        for i, (h, lim) in enumerate(zip(headers, limits, strict=True))
     ]
+    return table.render(columns, [cells for _, cells in rows], marks=["*" if mark else " " for mark, _ in rows])
 
 
 def render_text(c: Comparison, width: int = 120) -> str:
@@ -629,15 +626,29 @@ def render_text(c: Comparison, width: int = 120) -> str:
                 rows = [(True, list(r)) for r in _diff_rows(d)]
                 table = _text_table(["change", "package", c.baseline, d.label], rows, width - 4, fixed=2)
                 out += ["    " + line for line in table]
-    return "\n".join(out) + "\n"
+    return strip_controls("\n".join(out)) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
 # Markdown
 
 
+class _Md(str):
+    """Text that is Markdown already (a code span made by :func:`_code`): not escaped again."""
+
+
 def _md(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Report text as inert Markdown: no control characters, and ``\\ | < > ` `` escaped, so a
+    shared report cannot put a ``<script>`` or a broken table into the page that renders it."""
+    if isinstance(s, _Md):
+        return str(s)
+    s = strip_controls(s.replace("\n", " "))
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("`", "\\`")
+
+
+def _code(s: str) -> _Md:
+    """``s`` as a code span: inside one, HTML is not interpreted; only a backtick could end it early."""
+    return _Md("`" + strip_controls(s.replace("\n", " ")).replace("`", "'").replace("|", "\\|") + "`")
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -649,8 +660,8 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str
 
 def render_markdown(c: Comparison) -> str:
     labels = list(c.labels)
-    out = [f"# torchenv compare: {', '.join(labels)}", ""]
-    out.append(f"Baseline: {c.baseline}. Rows marked {MARK} differ between the reports.")
+    out = [f"# torchenv compare: {_md(', '.join(labels))}", ""]
+    out.append(f"Baseline: {_md(c.baseline)}. Rows marked {MARK} differ between the reports.")
     out += ["", "## Reports", ""]
     out += _md_table(
         ["report", "file", "variant", "spec hash", "created", "result"],
@@ -658,27 +669,29 @@ def render_markdown(c: Comparison) -> str:
     )
     out += ["", "## Versions", ""]
     out += _md_table(["", "", *labels], [[MARK if r.differs else "", r.label, *r.cells] for r in c.versions])
-    out += ["", "## Facts that differ", "", _facts_intro(c)]
+    out += ["", "## Facts that differ", "", _md(_facts_intro(c))]
     if c.facts:
         with_notes = any(r.note for r in c.facts)
         headers = ["", "fact", *labels] + (["why it matters"] if with_notes else [])
-        rows = [[MARK, f"`{r.label}`", *r.cells] + ([r.note] if with_notes else []) for r in c.facts]
+        rows = [[MARK, _code(r.label), *r.cells] + ([r.note] if with_notes else []) for r in c.facts]
         out += ["", *_md_table(headers, rows)]
-    out += ["", "## Checks whose outcome differs", "", _checks_intro(c)]
+    out += ["", "## Checks whose outcome differs", "", _md(_checks_intro(c))]
     if c.checks:
-        out += ["", *_md_table(["", "check", *labels], [[MARK, f"`{r.label}`", *r.cells] for r in c.checks])]
+        out += ["", *_md_table(["", "check", *labels], [[MARK, _code(r.label), *r.cells] for r in c.checks])]
         if c.check_details:
             out.append("")
-            out += [f"- `{d.check}` in {d.label} ({d.outcome}): {d.message}" for d in c.check_details]
+            out += [
+                f"- {_code(d.check)} in {_md(d.label)} ({_md(d.outcome)}): {_md(d.message)}" for d in c.check_details
+            ]
     if c.bench:
-        out += ["", "## Bench", "", _bench_intro(c), ""]
+        out += ["", "## Bench", "", _md(_bench_intro(c)), ""]
         out += _md_table(
             ["", "figure", "unit", *labels], [[MARK if r.differs else "", r.key, r.unit, *r.cells] for r in c.bench]
         )
-    out += ["", "## Packages", "", _packages_intro(c)]
+    out += ["", "## Packages", "", _md(_packages_intro(c))]
     if not c.packages.identical:
         for d in c.packages.diffs:
-            out += ["", f"### {_diff_line(d, c.baseline)}"]
+            out += ["", f"### {_md(_diff_line(d, c.baseline))}"]
             if not d.identical:
                 out += ["", *_md_table(["change", "package", c.baseline, d.label], _diff_rows(d))]
     return "\n".join(out) + "\n"
@@ -712,7 +725,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 
 
 def _e(s: str) -> str:
-    return html.escape(s, quote=True)
+    return html.escape(strip_controls(s), quote=True)
 
 
 def _html_row(section: str, key: str, label: str, cells: Sequence[str], differs: bool, extra: str = "") -> str:
@@ -819,46 +832,3 @@ def render_html(c: Comparison) -> str:
             parts += ["</tbody></table>"]
     parts += ["</section>", "</body>", "</html>"]
     return "\n".join(parts) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# the command
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "compare",
-        help="put check reports side by side (variants, nodes, two builds of one spec)",
-        description="Compare JSON reports written by `torchenv check --json`: versions, facts and check "
-        "outcomes that differ, bench figures with ratios, and package-set differences. The first report "
-        "is the baseline.",
-    )
-    p.add_argument("reports", metavar="REPORT.json", nargs="*", help="two or more reports; the first is the baseline")
-    p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown here")
-    p.add_argument("--html", metavar="PATH", help="also write it as one static HTML page here (opens from disk)")
-    p.set_defaults(run=run)
-
-
-def _write(path: str, text: str, what: str) -> None:
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise TorchenvError(
-            f"torchenv compare --{what}: cannot write {path} ({exc.strerror}).",
-            fix="pass a path in a writable folder",
-        ) from None
-
-
-def run(args: argparse.Namespace) -> int:
-    comparison = build(load_all(args.reports))
-    width = max(80, min(shutil.get_terminal_size((120, 20)).columns, 200))
-    print(render_text(comparison, width), end="")
-    if args.markdown:
-        _write(args.markdown, render_markdown(comparison), "markdown")
-        print(f"markdown: {args.markdown}")
-    if args.html:
-        _write(args.html, render_html(comparison), "html")
-        print(f"html: {args.html}")
-    return 0

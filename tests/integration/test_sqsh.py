@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 @pytest.fixture(scope="module")
 def torchenv_image(engine: Any) -> Iterator[str]:
-    """The stand-in with this checkout's torchenv on it, as the ngc Dockerfile adds it (no check)."""
+    """The stand-in with this checkout's torchenv on it (on PYTHONPATH: no install, no check)."""
     tag = f"torchenv-test:sqsh-{uuid.uuid4().hex[:8]}"
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
@@ -97,7 +97,7 @@ def test_sqsh_unpacks_to_enroots_files_and_checks_from_its_root(
     env["HOME"] = "/root"
     script = (
         f"mount -t proc proc {root}/proc && mount --rbind /dev {root}/dev && "
-        f"exec chroot {root} /bin/sh /etc/rc torchenv check --json /tmp/report.json --quiet"
+        f"exec chroot {root} /bin/sh /etc/rc python3 -m torchenv check --json /tmp/report.json --quiet"
     )
     proc = subprocess.run(
         ["unshare", "--mount", "--pid", "--fork", "sh", "-c", script],
@@ -106,8 +106,8 @@ def test_sqsh_unpacks_to_enroots_files_and_checks_from_its_root(
         text=True,
         timeout=900,
     )
-    report = json.loads((root / "tmp" / "report.json").read_text())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((root / "tmp" / "report.json").read_text())
     assert report["summary"]["outcome"] == "passed" and report["summary"]["passed"] >= 30
     assert report["spec"]["path"] == "/opt/torchenv/stack.toml"
     assert report["facts"]["torch"]["version"] == "2.13.0+cpu"

@@ -17,7 +17,6 @@ Exit status: 0 when every measured result was verified, 1 when one was wrong or 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import importlib.util
@@ -26,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from torchenv import __version__
 from torchenv.bench import logic as bench_logic
 from torchenv.bench import peaks
 from torchenv.bench.logic import CnnConfig, Item
-from torchenv.errors import ToolMissing, TorchenvError, require_writable
+from torchenv.errors import ToolMissing, TorchenvError
 from torchenv.probe import nvidia as nvml
 
 SECTIONS = ("matmul", "copy", "cnn", "sweep", "profile")
@@ -476,46 +476,16 @@ def _require_matplotlib() -> None:
 # CLI
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "bench",
-        help="measure matmul, copies, CNN training and the DataLoader against the hardware's peaks",
-        description="Measure how close to the hardware this stack runs; every figure is printed next to its "
-        "reference (datasheet peak, link peak, naive run) with the ratio and a verdict. About a minute on 2 CPU "
-        "cores. Exit 0 when every result was verified, 1 when one was wrong, 2 for bad usage.",
-    )
-    p.add_argument("--json", metavar="PATH", help="write every figure as JSON (a report `torchenv compare` reads)")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of the sweep and achieved-vs-peak (needs matplotlib)")
-    p.add_argument(
-        "--peak",
-        metavar="NAME=VALUE",
-        action="append",
-        default=[],
-        help="a peak for a device the table does not know (repeatable): fp32, tf32, bf16, fp16 in TFLOP/s, "
-        "link (host<->device, per direction) and memory in GB/s; a unit may follow (180GFLOP/s, 3.35TB/s)",
-    )
-    p.add_argument(
-        "--profile",
-        metavar="DIR",
-        help="write a torch.profiler trace of a few training steps (and TensorBoard logs) here, and print the "
-        "nsys/ncu commands that profile the same steps",
-    )
-    p.add_argument(
-        "--only",
-        metavar="SECTION",
-        action="append",
-        default=[],
-        choices=SECTIONS,
-        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
-    )
-    p.add_argument("--variant", default=None, help="variant name for the report (default: $TORCHENV_VARIANT, else pip)")
-    p.add_argument(
-        "--spec",
-        metavar="PATH",
-        default=None,
-        help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)",
-    )
-    p.set_defaults(run=run)
+@dataclass(frozen=True)
+class BenchOptions:
+    json: str | None = None
+    plot: str | None = None
+    peaks: tuple[str, ...] = ()
+    profile: str | None = None
+    only: tuple[str, ...] = ()
+    variant: str = "pip"  # already resolved (--variant, else $TORCHENV_VARIANT, else pip)
+    spec: str | None = None
+    argv: tuple[str, ...] = ()
 
 
 def _import_torch() -> Any:
@@ -529,21 +499,17 @@ def _import_torch() -> Any:
     return torch
 
 
-def run(args: argparse.Namespace) -> int:
+def bench(args: BenchOptions) -> int:
+    """Measure, judge, print (and write ``json`` / ``plot``); the outputs were validated by the caller."""
     from torchenv.probe import facts as facts_mod
     from torchenv.spec import model as spec_mod
 
-    overrides = peaks.parse_peaks(args.peak)
+    overrides = peaks.parse_peaks(list(args.peaks))
     if args.plot:
         _require_matplotlib()
-        require_writable(args.plot, "torchenv bench --plot")
-    if args.json:
-        require_writable(args.json, "torchenv bench --json")
     out_dir = Path(args.profile) if args.profile else None
-    if out_dir is not None:
-        require_writable(str(out_dir), "torchenv bench --profile", folder=True)
     stack = spec_mod.load(args.spec)
-    variant = stack.variant(args.variant or os.environ.get("TORCHENV_VARIANT") or "pip")
+    variant = stack.variant(args.variant)
     sections = list(dict.fromkeys(args.only)) or [s for s in SECTIONS if s != "profile" or out_dir is not None]
 
     started = time.perf_counter()
@@ -656,7 +622,7 @@ def run(args: argparse.Namespace) -> int:
         meta={
             "torchenv_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": ["torchenv", *sys.argv[1:]],
+            "command": list(args.argv) or ["torchenv", *sys.argv[1:]],
             "title": f"torchenv bench: {device['name']} ({'GPU' if gpu else 'CPU'})",
             "sections": sections,
         },
@@ -676,7 +642,7 @@ def run(args: argparse.Namespace) -> int:
         bench_plot.write(report, args.plot)
     print(bench_logic.render(report))
     if args.json:
-        from torchenv.report import check as report_mod
+        from torchenv import safeio
 
-        report_mod.write_json(report, args.json)
+        safeio.write_json(args.json, report, what="torchenv bench --json")
     return 0 if report["summary"]["outcome"] == "passed" else 1

@@ -14,7 +14,6 @@ probing the environment and starting the kernel to verify it go through
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchenv import safeio
 from torchenv.errors import TorchenvError
 
 _NAME_RE = re.compile(r"^[a-z0-9._-]+$")  # what jupyter_client accepts as a kernel name
@@ -112,14 +112,15 @@ def kernels_dir(*, prefix: str | None, sys_prefix: str | None, env: Mapping[str,
 
 
 def write_spec(spec: Mapping[str, Any], folder: Path) -> Path:
-    """Write ``folder/kernel.json`` (replacing an earlier one, as ``ipykernel install`` does)."""
+    """Write ``folder/kernel.json`` (replacing an earlier one, as ``ipykernel install`` does),
+    atomically and never through a symlink planted at its name."""
+    path = folder / "kernel.json"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "kernel.json"
-        path.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
-    except OSError as exc:
+        safeio.check_target(path, "torchenv kernel install")
+        safeio.write_text(path, json.dumps(spec, indent=1) + "\n", what="torchenv kernel install")
+    except TorchenvError as exc:
         raise TorchenvError(
-            f"cannot write the kernel spec to {folder} ({exc.strerror}).",
+            f"cannot write the kernel spec to {folder}: {exc.message}",
             fix="choose another place with --user, --sys-prefix or --prefix DIR",
         ) from None
     return path
@@ -165,7 +166,20 @@ def _probe_target(variant: str, spec_hash: str, python: str, sif: str | None) ->
     return KernelTarget(variant, spec_hash, python, str(answer["torch"]), sif, exe)
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class InstallOptions:
+    variant: str
+    spec: str | None = None
+    sif: str | None = None
+    python: str | None = None
+    name: str | None = None
+    prefix: str | None = None
+    sys_prefix: bool = False
+    dry_run: bool = False
+    no_verify: bool = False
+
+
+def install(args: InstallOptions) -> int:
     from torchenv.engines import jupyter
     from torchenv.spec import model as spec_mod
 
@@ -211,27 +225,3 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"verified: the kernel started in {cell.kernel_start_seconds:.1f} s and imported torch {target.torch}")
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("kernel", help="register a Jupyter kernel that runs inside a variant")
-    actions = p.add_subparsers(dest="kernel_action", required=True, metavar="ACTION")
-    install = actions.add_parser("install", help="write a kernel.json for a variant's environment or SIF")
-    install.add_argument("--variant", required=True, help="the variant the environment or SIF was built as")
-    install.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
-    install.add_argument(
-        "--sif", metavar="PATH", help="run the kernel inside this Apptainer image (apptainer exec --nv)"
-    )
-    install.add_argument(
-        "--python",
-        metavar="EXE",
-        help="the environment's interpreter (default: this one; with --sif: `python` inside the image)",
-    )
-    install.add_argument("--name", metavar="N", help="kernel name (default: torchenv-<variant>[-sif])")
-    where = install.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true", help="the user's Jupyter data folder (default)")
-    where.add_argument("--sys-prefix", action="store_true", help="this interpreter's prefix (share/jupyter/kernels)")
-    where.add_argument("--prefix", metavar="DIR", help="DIR/share/jupyter/kernels")
-    install.add_argument("--dry-run", action="store_true", help="print the kernel.json and where it would go")
-    install.add_argument("--no-verify", action="store_true", help="do not start the kernel once to verify it")
-    install.set_defaults(run=run)

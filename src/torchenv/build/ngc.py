@@ -49,6 +49,32 @@ class Options:
     json: str | None = None
     sbom: str | None = None
     log: str | None = None
+    reports: str = "reports"  # the build log goes here (beside --json when given)
+    dry_run: bool = False  # print the plan, run nothing
+
+
+def plan_lines(variant: spec_mod.VariantSpec, opts: Options) -> list[str]:
+    """What ``torchenv build ngc`` would do, as text (``--dry-run`` prints it; pure)."""
+    base = opts.base or ngc.image_reference(variant)
+    check = " ".join(ngc.check_command(notebook=notebook_promised(variant.packages)))
+    final = opts.tag or ngc.final_tag(variant, variant.torch)
+    if opts.engine == "apptainer":
+        return [
+            f"engine: apptainer; the SIF straight from {base} (torchenv added by %files and %post)",
+            f"check: apptainer %test runs {check}",
+            f"sif: {opts.sif} (appears only once its check passed)",
+        ]
+    args = ngc.build_args(variant, base=opts.base, vcs_ref="<git HEAD>", build_date="<now>", source_url="<origin>")
+    return [
+        f"engine: {opts.engine}; build {DOCKERFILE} from {base} under a temporary tag torchenv-tmp:ngc-<run id>",
+        "build arguments:",
+        *(f"  {k}={v}" for k, v in args.items()),
+        *(f"site CA certificate: {c}" for c in opts.ca_certs),
+        f"check: {check} (uid {ngc.CHECK_UID}, read-only root, /dev/shm {ngc.SHM_SIZE}, GPUs when present)",
+        *([f"sif: {opts.sif} (apptainer build from the checked image, then its %test)"] if opts.sif else []),
+        *([f"push: {opts.push}:{final.rpartition(':')[2]}"] if opts.push else []),
+        f"tag: {final}",
+    ]
 
 
 @dataclass
@@ -143,6 +169,10 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
     stack = spec_mod.load(opts.spec)
     variant = stack.variant("ngc")
     certs = [validate_ca_cert(c) for c in opts.ca_certs]
+    if opts.dry_run and opts.engine != "apptainer":
+        for line in plan_lines(variant, opts):
+            out(line)
+        return 0
     if opts.engine == "apptainer":
         return build_apptainer_only(opts, out)
     if opts.engine not in ("docker", "podman"):
@@ -153,7 +183,7 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
     engine = connect(opts.engine)
     run_id = uuid.uuid4().hex[:10]
     tmp_tag = f"torchenv-tmp:ngc-{run_id}"
-    reports_dir = Path(opts.json).resolve().parent if opts.json else Path.cwd() / "reports"
+    reports_dir = Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
     reports_dir.mkdir(parents=True, exist_ok=True)
     log = Path(opts.log) if opts.log else reports_dir / "ngc-build.log"
     log.write_text(f"torchenv build ngc {run_id} {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
@@ -364,9 +394,13 @@ def build_apptainer_only(opts: Options, out: Callable[[str], None] = print) -> i
             "--push and --tag need a Docker or podman engine.",
             fix="drop them with --engine apptainer (the SIF file is the artifact)",
         )
+    if opts.dry_run:
+        for line in plan_lines(variant, opts):
+            out(line)
+        return 0
     exe = apptainer.executable()
     run_id = uuid.uuid4().hex[:10]
-    reports_dir = Path(opts.json).resolve().parent if opts.json else Path.cwd() / "reports"
+    reports_dir = Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
     reports_dir.mkdir(parents=True, exist_ok=True)
     log = Path(opts.log) if opts.log else reports_dir / "ngc-build.log"
     log.write_text(f"torchenv build ngc --engine apptainer {run_id}\n")

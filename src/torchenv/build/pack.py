@@ -9,11 +9,12 @@ validates the paths and runs it.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from torchenv import safeio
 from torchenv.errors import TorchenvError
 from torchenv.plan import conda
 from torchenv.spec import model as spec_mod
@@ -44,43 +45,58 @@ def check_prefix(prefix: Path) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class PackOptions:
+    path: str  # the tarball to write
+    prefix: str = str(DEFAULT_PREFIX)
+    spec: str | None = None
+    reports: str = "reports"
+    unpack_dir: str | None = None
+    keep_unpacked: bool = False
+    force: bool = False
+
+
+def pack(opts: PackOptions) -> int:
     from torchenv.engines import run as cmd
     from torchenv.engines.conda import host_cuda_version
 
-    if args.variant_name != "conda":
-        raise TorchenvError(
-            f"torchenv pack {args.variant_name}: only the conda variant is packed this way.",
-            fix="use `torchenv pack conda PATH`",
-        )
-    stack = spec_mod.load(args.spec)
+    stack = spec_mod.load(opts.spec)
     variant = stack.variant("conda")
-    prefix = Path(args.prefix).resolve()
-    output = Path(args.path).resolve()
-    unpack_dir = Path(args.unpack_dir).resolve() if args.unpack_dir else unpack_dir_for(output)
+    prefix = Path(opts.prefix).resolve()
+    output = Path(opts.path).resolve()
+    unpack_dir = Path(opts.unpack_dir).resolve() if opts.unpack_dir else unpack_dir_for(output)
     check_prefix(prefix)
-    if output.exists() and not args.force:
+    # Outputs and folders are checked before conda-pack runs (a read-only or file-valued
+    # --unpack-dir / --reports used to fail after the tarball was written).
+    safeio.check_outputs({"PATH": output}, inputs={"--spec": stack.path}, command="torchenv pack")
+    safeio.check_folder(opts.reports, "torchenv pack --reports")
+    if unpack_dir.exists() and not unpack_dir.is_dir():
+        raise TorchenvError(
+            f"torchenv pack --unpack-dir: {unpack_dir} exists and is not a folder.", fix="pass a new or empty folder"
+        )
+    if output.exists() and not opts.force:
         raise TorchenvError(f"{output} already exists.", fix="pass --force to overwrite it, or choose another PATH")
-    if unpack_dir.exists() and any(unpack_dir.iterdir()):
+    if unpack_dir.is_dir() and any(unpack_dir.iterdir()):
         raise TorchenvError(
             f"the unpack folder {unpack_dir} is not empty (the check must run on a fresh copy).",
             fix="remove it, or pass --unpack-dir with an empty or new folder",
         )
     conda_pack = conda.require("conda-pack", conda.HOW_TO_GET_CONDA_PACK)
+    safeio.check_folder(unpack_dir, "torchenv pack --unpack-dir")
     steps = conda.pack_plan(
         variant,
         prefix=prefix,
         output=output,
         unpack_dir=unpack_dir,
         spec_path=Path(stack.path).resolve(),
-        report_dir=Path(args.reports).resolve(),
+        report_dir=Path(opts.reports).resolve(),
         conda_pack=conda_pack,
-        force=args.force,
+        force=opts.force,
         gpu_here=host_cuda_version() is not None,
     )
     status = cmd.run_plan(steps)
     if status == 0:
-        if not args.keep_unpacked:
+        if not opts.keep_unpacked:
             shutil.rmtree(unpack_dir)
         print(f"torchenv pack: {output} is checked. On a node without conda:", file=sys.stderr)
         print(
@@ -90,24 +106,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"torchenv pack: the unpacked copy in {unpack_dir} FAILED its check; it is kept.", file=sys.stderr)
     return status
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "pack",
-        help="pack a checked conda environment into a relocatable tarball, and check an unpacked copy",
-    )
-    p.add_argument("variant_name", metavar="VARIANT", help="conda")
-    p.add_argument("path", metavar="PATH", help=f"the tarball to write ({', '.join(conda.PACK_FORMATS)})")
-    p.add_argument(
-        "--prefix",
-        metavar="DIR",
-        default=str(DEFAULT_PREFIX),
-        help=f"the environment to pack (default: {DEFAULT_PREFIX}, where `nox -s conda` builds it)",
-    )
-    p.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
-    p.add_argument("--reports", metavar="DIR", default="reports", help="report folder (default: reports)")
-    p.add_argument("--unpack-dir", metavar="DIR", default=None, help="where to unpack the copy that is checked")
-    p.add_argument("--keep-unpacked", action="store_true", help="keep the checked unpacked copy")
-    p.add_argument("--force", action="store_true", help="overwrite an existing tarball")
-    p.set_defaults(run=run)

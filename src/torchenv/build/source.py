@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchenv import paths
+from torchenv import paths, safeio
 from torchenv.build.ngc import Progress, validate_ca_cert
 from torchenv.engines import git as git_engine
 from torchenv.engines import run as cmd
@@ -63,6 +63,7 @@ class Options:
     ca_certs: list[str] = field(default_factory=list)
     json: str | None = None
     log: str | None = None
+    sbom: str | None = None  # a copy of the checked environment's SBOM (the check writes it beside its report)
 
 
 def _recipes() -> Path:
@@ -124,7 +125,32 @@ def build_host(variant: spec_mod.VariantSpec, opts: Options) -> int:
     work.mkdir(parents=True, exist_ok=True)
     config = work / "build.env"
     config.write_text(settings)
-    return cmd.run(source.build_sh_argv(host_options(variant, opts, config), recipes / "build.sh"))
+    t0 = time.monotonic()
+    status = cmd.run(source.build_sh_argv(host_options(variant, opts, config), recipes / "build.sh"))
+    _host_outputs(variant, opts, status, round(time.monotonic() - t0, 2))
+    return status
+
+
+def _host_outputs(variant: spec_mod.VariantSpec, opts: Options, status: int, seconds: float) -> None:
+    """--sbom and --json of a host build: the check build.sh ran wrote its report (and the SBOM
+    beside it) to <reports>/source.json; copy the SBOM, record the build (torchenv.build/1)."""
+    reports = Path(opts.reports).resolve()
+    sbom_file = reports / "source.cdx.json"
+    if opts.sbom and status == 0 and sbom_file.is_file():
+        safeio.copy_file(sbom_file, opts.sbom, what="torchenv build source --sbom")
+    if opts.json:
+        result: dict[str, Any] = {
+            "schema": "torchenv.build/1",
+            "variant": "source",
+            "spec": {"path": variant.spec_path, "hash": variant.spec_hash},
+            "log": None,
+            "check": str(reports / "source.json"),
+            "sbom": {"path": opts.sbom if opts.sbom and sbom_file.is_file() else None},
+            "phases": [{"name": "build.sh", "seconds": seconds, "ok": status == 0, "detail": f"exit {status}"}],
+            "seconds": {"build.sh": seconds},
+            "outcome": "passed" if status == 0 else "failed",
+        }
+        safeio.write_json(opts.json, result, what="torchenv build source --json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +291,8 @@ def build_container(
                 )
             check_report = json.loads(report_file.read_text())
             result["check"] = check_report
+            if opts.sbom and (out_dir / "report.cdx.json").is_file():
+                safeio.copy_file(out_dir / "report.cdx.json", opts.sbom, what="torchenv build source --sbom")
             out(report_mod.summary(check_report))
             if status != 0:
                 raise BuildFailed(

@@ -13,6 +13,8 @@ import re
 import sys
 from pathlib import Path
 
+from torchenv import safeio
+from torchenv.cli import options
 from torchenv.errors import TorchenvError
 from torchenv.plan import conda
 from torchenv.spec import model as spec_mod
@@ -44,13 +46,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     out = Path(args.output) / "torchenv" / f"{version}.lua"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise TorchenvError(
-            f"cannot write {out} ({exc.strerror}).", fix="pass --output with a folder you can write"
-        ) from None
+    safeio.write_text(out, text, what="torchenv module --output")
     print(f"wrote {out}; users run: module use {Path(args.output).resolve()} && module load torchenv/{version}")
     return 0
 
@@ -59,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("module", help="write an Lmod modulefile for a checked conda environment")
     p.add_argument("variant_name", metavar="VARIANT", help="conda")
     p.add_argument("prefix", metavar="PREFIX", help="the conda environment (e.g. .nox/conda-env)")
-    p.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
+    options.add_spec(p)
     p.add_argument("--version", metavar="V", default=None, help="module version (default: <torch>-conda)")
     p.add_argument(
         "--output",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from torchenv import safeio
+from torchenv.cli import options
 from torchenv.errors import TorchenvError
 from torchenv.spec import model as spec_mod
 
@@ -28,12 +29,8 @@ def run(args: argparse.Namespace) -> int:
     variant = stack.variant("source")
     text = source.render_env(variant) if args.format == "env" else json.dumps(source.render_json(variant), indent=2)
     if args.output:
-        try:
-            Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise TorchenvError(
-                f"torchenv plan: cannot write {args.output} ({exc.strerror}).", fix="pass a path in a writable folder"
-            ) from None
+        safeio.check_outputs({"--output": args.output}, inputs={"--spec": stack.path}, command="torchenv plan")
+        safeio.write_text(args.output, text if text.endswith("\n") else text + "\n", what="torchenv plan")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
     return 0
@@ -42,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("plan", help="print the source variant's build settings rendered from the spec")
     p.add_argument("variant_name", metavar="VARIANT", help="source")
-    p.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
+    options.add_spec(p)
     p.add_argument("--format", choices=["env", "json"], default="env", help="env (for build.sh, default) or json")
     p.add_argument("--output", metavar="FILE", default=None, help="write to FILE instead of standard output")
     p.set_defaults(run=run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from torchenv.cli import options
 from torchenv.errors import TorchenvError
 from torchenv.plan import ngc
 from torchenv.spec import model as spec_mod
@@ -40,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("render", help="print a variant's recipe rendered from the spec")
     p.add_argument("variant_name", metavar="VARIANT", help="ngc (Dockerfile / Apptainer definition) or conda")
-    p.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
+    options.add_spec(p)
     p.add_argument("--apptainer", action="store_true", help="the Apptainer definition instead of the Dockerfile")
     p.set_defaults(run=run)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from torchenv import safeio
+from torchenv.cli import options
 from torchenv.errors import TorchenvError
 from torchenv.spec import fetch as fetch_mod
 from torchenv.spec import freeze as freeze_mod
@@ -48,16 +48,6 @@ def run_show(args: argparse.Namespace) -> int:
     chosen = list(stack.variants.values()) if getattr(args, "all", False) else [variant]
     print(json.dumps({v.name: v.to_dict() for v in chosen}, indent=2))
     return 0
-
-
-def _timeout(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or not 0 < seconds <= 600:
-        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0 and at most 600 seconds")
-    return seconds
 
 
 def _url(flag: str) -> Any:
@@ -116,33 +106,18 @@ def run_outdated(args: argparse.Namespace, fetch: fetch_mod.Fetch | None = None)
 def _write_output(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically, never through a symlink or over a non-regular file."""
     target = Path(path)
-    try:
-        info = os.lstat(target)
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise TorchenvError(f"torchenv spec freeze -o {path}: {exc.strerror}.", fix="choose another -o PATH") from None
-    if info is not None and not stat.S_ISREG(info.st_mode):
+    if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
         raise TorchenvError(
             f"torchenv spec freeze -o {path}: it exists and is not a regular file (a link, folder or device).",
             fix="choose another -o PATH",
         )
     folder = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
+    if not folder.is_dir():
         raise TorchenvError(
-            f"torchenv spec freeze -o {path}: cannot write in {folder} ({exc.strerror}).",
+            f"torchenv spec freeze -o {path}: cannot write in {folder} (no such folder).",
             fix="choose a folder you can write to",
-        ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        )
+    safeio.write_text(path, text, what="torchenv spec freeze -o")
 
 
 def run_freeze(args: argparse.Namespace) -> int:
@@ -196,8 +171,8 @@ def add_parser(sub: Any) -> None:
         help="validate the spec and print a variant's normalised table; `spec outdated`, `spec freeze`",
         description="Without a subcommand: validate the spec and print a variant's normalised table.",
     )
-    p.add_argument("--variant", default=None, help="variant name (default: $TORCHENV_VARIANT, else pip)")
-    p.add_argument("--spec", metavar="PATH", default=None, help=_SPEC_HELP)
+    options.add_variant(p)
+    options.add_spec(p)
     p.add_argument("--all", action="store_true", help="print every variant")
     p.set_defaults(run=_dispatch, spec_command=None)
     commands = p.add_subparsers(dest="spec_command", metavar="{outdated,freeze}")
@@ -207,8 +182,8 @@ def add_parser(sub: Any) -> None:
         help="the newest release each variant's source offers (exit 0 current, 1 outdated, 2 unreachable)",
     )
     # SUPPRESS: a value given before the subcommand (`spec --spec X outdated`) is kept.
-    out.add_argument("--spec", metavar="PATH", default=argparse.SUPPRESS, help=_SPEC_HELP)
-    out.add_argument("--variant", default=argparse.SUPPRESS, help="only this variant (default: all of the spec's)")
+    options.add_spec(out, keep_parent=True)
+    options.add_variant(out, narrows=True)
     out.add_argument(
         "--write", action="store_true", help="print the bumped spec as a unified diff (nothing is changed)"
     )
@@ -224,7 +199,10 @@ def add_parser(sub: Any) -> None:
         default=outdated_mod.DEFAULT_CHANNEL,
         help="conda-forge per-package file listing base (anaconda.org API or a mirror of it)",
     )
-    out.add_argument("--timeout", type=_timeout, default=20.0, help="seconds per request (default 20)")
+    options.add_number(
+        out, "--timeout", options.Number(float, 0.0, inclusive=False, maximum=600.0), default=20.0,
+        help="seconds per request (default 20)", metavar="SECONDS",
+    )  # fmt: skip
 
     frz = commands.add_parser("freeze", help="write a spec (kind = local) describing the environment it runs in")
     frz.add_argument("--name", required=True, help="the variant name to give the frozen environment")

@@ -16,24 +16,20 @@ the exact command or setting.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-import json
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from torchenv import __version__
+from torchenv import __version__, safeio
 from torchenv.diagnose import breakages
-from torchenv.errors import require_writable
 from torchenv.spec import compat, gpuarch
 from torchenv.spec.model import StackSpec, VariantSpec, python_matches, version_matches
 
@@ -963,51 +959,22 @@ def render(report: Mapping[str, Any]) -> str:
 
 
 def write_json(report: Mapping[str, Any], path: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    safeio.write_json(path, report, what="torchenv doctor --json")
 
 
-# --------------------------------------------------------------------------------------------
-# CLI (the thin, impure layer)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "doctor",
-        help="find what is wrong with this environment, the cause found here and the fix (seconds; trains nothing)",
-        description="Look for every known breakage in this environment's facts. Exit 0 healthy, 1 problems "
-        "found, 2 bad usage or a bad spec.",
-    )
-    p.add_argument("--variant", default=None, help="variant name (default: $TORCHENV_VARIANT, else pip)")
-    p.add_argument(
-        "--spec",
-        metavar="PATH",
-        default=None,
-        help="stack.toml to use (default: $TORCHENV_SPEC, else the installed copy)",
-    )
-    p.add_argument("--json", metavar="PATH", help="write the findings, the CPU budget and the facts here as JSON")
-    p.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
+def examine(stack: StackSpec, variant: VariantSpec, json_path: str | None, argv: list[str]) -> int:
+    """Gather this environment's facts, find every known breakage, print them (and write ``json_path``).
+    Exit 1 when a problem was found, else 0."""
     from torchenv.probe import facts as facts_mod
-    from torchenv.spec import model as spec_mod
 
-    stack = spec_mod.load(args.spec)
-    variant = stack.variant(args.variant or os.environ.get("TORCHENV_VARIANT") or "pip")
     for warning in stack.warnings:
         print(f"torchenv: warning: {warning}", file=sys.stderr)
-    if args.json:
-        require_writable(args.json, "torchenv doctor --json")
     start = time.monotonic()
     gathered = facts_mod.doctor_facts()
     found = findings(gathered, variant)
-    report = build_report(stack, variant, gathered, found, time.monotonic() - start, ["torchenv", *sys.argv[1:]])
+    report = build_report(stack, variant, gathered, found, time.monotonic() - start, argv)
     print(render(report))
-    if args.json:
-        write_json(report, args.json)
-        print(f"report: {args.json}")
+    if json_path:
+        write_json(report, json_path)
+        print(f"report: {json_path}")
     return 1 if found else 0

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from torchenv import __version__
+from torchenv import __version__, safeio
 from torchenv.check.runner import SuiteRun
+from torchenv.report import table
 from torchenv.spec.model import StackSpec, VariantSpec
 
 SCHEMA = "torchenv.report/1"
@@ -103,14 +102,22 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
     detail_w = max(width - name_w - 17, 20)
     lines = _header(report)
     lines.append("")
-    lines.append(f"{'CHECK':<{name_w}}  {'RESULT':<6}  {'TIME':>6}  DETAIL")
-    for c in checks:
-        label = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[c["outcome"]]
-        detail = c["message"] if c["outcome"] != "passed" else ""
-        if len(detail) > detail_w:
-            detail = detail[: detail_w - 3] + "..."
-        row = f"{c['check'][:name_w]:<{name_w}}  {label:<6}  {c['seconds']:>5.1f}s  {detail}"
-        lines.append(row.rstrip())
+    columns = [
+        table.Column("CHECK", width=name_w, limit=name_w, cut=table.clip),
+        table.Column("RESULT", width=6),
+        table.Column("TIME", align=">", width=6),
+        table.Column("DETAIL", limit=detail_w),
+    ]
+    rows = [
+        (
+            c["check"],
+            {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[c["outcome"]],
+            f"{c['seconds']:>5.1f}s",
+            c["message"] if c["outcome"] != "passed" else "",
+        )
+        for c in checks
+    ]
+    lines += table.render(columns, rows)
     s = report["summary"]
     failed = [c for c in checks if c["outcome"] == "failed"]
     if failed:
@@ -132,11 +139,8 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    """Atomically, never through a symlink or over a device (see :mod:`torchenv.safeio`)."""
+    safeio.write_json(path, report, what="torchenv: the JSON report")
 
 
 def write_junit(report: dict[str, Any], path: str) -> None:
@@ -177,9 +181,8 @@ def write_junit(report: dict[str, Any], path: str) -> None:
                 failure.text = f"cause: {diag['cause']}\nfix: {diag['fix']}"
         elif c["outcome"] == "skipped":
             ET.SubElement(case, "skipped", {"message": c["message"]})
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(target, encoding="utf-8", xml_declaration=True)
+    data = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    safeio.write_bytes(path, data, what="torchenv: the JUnit report")
 
 
 def print_summary(report: dict[str, Any]) -> None:

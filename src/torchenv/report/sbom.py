@@ -13,7 +13,6 @@ installed distributions' metadata (files only, no process started).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import importlib.metadata
 import json
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from torchenv import __version__
+from torchenv import __version__, safeio
 from torchenv.errors import TorchenvError
 
 SPEC_VERSION = "1.6"
@@ -198,17 +197,8 @@ def for_report(
 
 
 def write(doc: Mapping[str, Any], path: str | Path) -> Path:
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(target)
-    except OSError as exc:
-        raise TorchenvError(
-            f"cannot write the SBOM to {target} ({exc.strerror}).", fix="pass a path in a writable folder"
-        ) from None
-    return target
+    """Atomically, never through a symlink or over a device (:mod:`torchenv.safeio`)."""
+    return safeio.write_json(path, doc, what="the SBOM")
 
 
 def component_versions(doc: Mapping[str, Any]) -> dict[str, str]:
@@ -228,8 +218,18 @@ def _parse_property(text: str) -> tuple[str, str]:
     return name, value
 
 
-def run(args: argparse.Namespace) -> int:
-    extra = tuple(_parse_property(p) for p in args.property)
+@dataclass(frozen=True)
+class SbomOptions:
+    output: str | None = None
+    from_report: str | None = None
+    variant: str = "pip"  # already resolved (--variant, else $TORCHENV_VARIANT, else pip)
+    spec: str | None = None
+    kind: str = "application"
+    properties: tuple[str, ...] = ()
+
+
+def make(args: SbomOptions) -> int:
+    extra = tuple(_parse_property(p) for p in args.properties)
     if args.from_report:
         try:
             report = json.loads(Path(args.from_report).read_text(encoding="utf-8"))
@@ -241,13 +241,11 @@ def run(args: argparse.Namespace) -> int:
         doc = for_report(report, kind=args.kind, same_environment=False)
         doc["metadata"]["component"].setdefault("properties", []).extend({"name": k, "value": v} for k, v in extra)
     else:
-        import os
-
         from torchenv.probe import facts
         from torchenv.spec import model as spec_mod
 
         stack = spec_mod.load(args.spec)
-        variant = stack.variant(args.variant or os.environ.get("TORCHENV_VARIANT") or "pip")
+        variant = stack.variant(args.variant)
         pkgs = facts.packages()
         props = (
             ("torchenv:stack", stack.name),
@@ -264,22 +262,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(doc, indent=2))
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("sbom", help="write a CycloneDX SBOM of this environment (or of a saved report)")
-    p.add_argument("--output", "-o", metavar="PATH", help="write it here (default: print it)")
-    p.add_argument("--from-report", metavar="REPORT", help="from a `torchenv check --json` report instead")
-    p.add_argument(
-        "--variant", default=None, help="variant recorded in the SBOM (default: $TORCHENV_VARIANT, else pip)"
-    )
-    p.add_argument("--spec", metavar="PATH", default=None, help="stack.toml to use")
-    p.add_argument("--kind", choices=["application", "container"], default="application", help="environment or image")
-    p.add_argument(
-        "--property",
-        metavar="NAME=VALUE",
-        action="append",
-        default=[],
-        help="an extra property of the described environment (repeatable), e.g. torchenv:base-image=IMAGE",
-    )
-    p.set_defaults(run=run)

@@ -39,7 +39,14 @@ def variant() -> VariantSpec:
             return VariantSpec.from_dict(json.load(fh))
     from torchenv.spec import model as spec  # run by hand (`pytest --pyargs torchenv.smoke`): installed spec
 
-    return spec.load().variant(os.environ.get("TORCHENV_VARIANT", "pip"))
+    return spec.load().variant(environment_variant())
+
+
+def environment_variant() -> str:
+    """The variant this ENVIRONMENT was built as: ``$TORCHENV_VARIANT`` as its modulefile, image or
+    kernel sets it (else pip). Not the CLI's ``--variant`` rule (torchenv.cli.options.variant_name):
+    inside the suite there is no flag, and the name says what the environment is, not what to check."""
+    return os.environ.get("TORCHENV_VARIANT") or "pip"
 
 
 def gpu_count() -> int:

@@ -19,7 +19,6 @@ whose ranks (``python -m torchenv.submit.allreduce``) verify an all-reduce and t
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
@@ -37,6 +36,7 @@ from torchenv import __version__
 from torchenv.diagnose import breakages
 from torchenv.engines.slurm import JobState
 from torchenv.errors import TorchenvError, sigterm_as_interrupt
+from torchenv.report import table
 from torchenv.submit import allreduce
 
 SCHEMA = "torchenv.submit/1"
@@ -853,10 +853,7 @@ def render_summary(result: Mapping[str, Any]) -> str:
                     n.get("driver", "?"),
                 )
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        cells = [c.ljust(widths[i]) for i, c in enumerate(r[:-1])]
-        lines.append("  ".join([*cells, r[-1]]).rstrip())
+    lines += table.render([table.Column(h) for h in rows[0]], rows[1:])
     for t in result["targets"]:
         ar = t.get("allreduce")
         if not ar:
@@ -929,79 +926,42 @@ def summarise(targets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # CLI
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "submit",
-        help="run torchenv check through Slurm on each partition (and an all-reduce across nodes)",
-        description="Render one sbatch script per partition that runs `torchenv check` inside the variant on "
-        "every node (and, with --nodes N >= 2, an all-reduce across the nodes), submit them, follow them, "
-        "collect every node's report and print one summary. Exit 0 when every node passed, 1 when a node "
-        "or the all-reduce failed or a job did not start or finish within --timeout, 2 on bad usage or "
-        "when there is no Slurm.",
-    )
-    p.add_argument("--variant", required=True, help="the variant to check (pip, conda, ngc, ...)")
-    p.add_argument(
-        "--partition",
-        metavar="P",
-        action="append",
-        default=[],
-        help="a partition to check (repeatable, or comma-separated; default: the cluster's default partition)",
-    )
-    p.add_argument("--nodes", type=int, default=1, help="nodes per job; 2 or more adds an all-reduce across them")
-    p.add_argument(
-        "--gpus-per-node", type=int, default=0, help="GPUs per node (NCCL all-reduce; the check expects CUDA)"
-    )
-    p.add_argument(
-        "--cpus-per-task",
-        type=int,
-        default=DEFAULT_CPUS,
-        help=f"CPUs per node's task; OMP_NUM_THREADS follows it (default {DEFAULT_CPUS}: main process + 2 "
-        "DataLoader workers + 1)",
-    )
-    launch = p.add_mutually_exclusive_group()
-    launch.add_argument("--image", metavar="SIF", help="run inside this Apptainer image (apptainer exec --nv)")
-    launch.add_argument(
-        "--python",
-        metavar="EXE",
-        help="the environment's interpreter (a venv's or conda prefix's bin/python; default: this one)",
-    )
-    p.add_argument("--spec", metavar="PATH", help="stack.toml for the check (default: the environment's/image's own)")
-    p.add_argument(
-        "--timeout",
-        metavar="S",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for the jobs to start and finish (default {DEFAULT_TIMEOUT:.0f}); then they are "
-        "cancelled, a pending one reported with its Reason",
-    )
-    p.add_argument("--json", metavar="PATH", help="write the summary (per target, node and message size) here")
-    p.add_argument(
-        "--workdir",
-        metavar="DIR",
-        help="where scripts and reports go; must be visible from the nodes (default: ./torchenv-submit-<time>)",
-    )
-    p.add_argument(
-        "--check-args",
-        metavar="ARGS",
-        default="",
-        help='more arguments for torchenv check in the job, e.g. "--only facts --only tensor"',
-    )
-    p.add_argument("--bench", action="store_true", help="also run torchenv bench on every node (about a minute)")
-    p.add_argument(
-        "--bench-args",
-        metavar="ARGS",
-        default="",
-        help='more arguments for torchenv bench in the job, e.g. "--only matmul"',
-    )
-    p.add_argument(
-        "--sbatch-arg",
-        metavar="ARG",
-        action="append",
-        default=[],
-        help="an extra #SBATCH line for the site (repeatable), e.g. --sbatch-arg=--account=proj",
-    )
-    p.add_argument("--poll", metavar="S", type=float, default=DEFAULT_POLL, help=argparse.SUPPRESS)
-    p.set_defaults(run=run)
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What ``torchenv submit`` was asked for, as the CLI parsed it (validated by :func:`request`)."""
+
+    variant: str
+    partitions: tuple[str, ...] = ()
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = DEFAULT_CPUS
+    image: str | None = None
+    python: str | None = None
+    spec: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    json: str | None = None
+    workdir: str | None = None
+    check_args: str = ""
+    bench: bool = False
+    bench_args: str = ""
+    sbatch_args: tuple[str, ...] = ()
+    poll: float = DEFAULT_POLL
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_sbatch_arg(value: str) -> str:
+    """An extra #SBATCH argument is one line of the job script: a newline (or another control
+    character) in it would add lines of its own, a directive or a command. Refuse those."""
+    bad = _CONTROL.search(value)
+    if bad:
+        raise TorchenvError(
+            f"--sbatch-arg {value!r} holds a control character ({bad.group()!r}); each --sbatch-arg becomes "
+            "exactly one #SBATCH line of the job script.",
+            fix="pass one option per --sbatch-arg, without newlines, e.g. --sbatch-arg=--account=proj",
+        )
+    return value
 
 
 def _pass_through(option: str, value: str) -> tuple[str, ...]:
@@ -1017,12 +977,12 @@ def _pass_through(option: str, value: str) -> tuple[str, ...]:
     return words
 
 
-def _request(args: argparse.Namespace) -> Request:
+def request(args: SubmitOptions) -> Request:
     from torchenv.spec import model as spec_mod
 
     stack = spec_mod.load(args.spec)
     stack.variant(args.variant)  # an unknown variant is a SpecError naming the spec and the choices
-    partitions = tuple(p.strip() for value in args.partition for p in value.split(",") if p.strip())
+    partitions = tuple(p.strip() for value in args.partitions for p in value.split(",") if p.strip())
     workdir = Path(args.workdir or f"torchenv-submit-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     workdir = workdir.absolute()
     spec = str(Path(args.spec).absolute()) if args.spec else None
@@ -1059,7 +1019,7 @@ def _request(args: argparse.Namespace) -> Request:
         check_args=check_args,
         bench=args.bench,
         bench_args=bench_args,
-        sbatch_args=tuple(args.sbatch_arg),
+        sbatch_args=tuple(check_sbatch_arg(a) for a in args.sbatch_args),
     )
 
 
@@ -1073,15 +1033,20 @@ def _prepare(target: Target) -> Path:
     return script
 
 
-def run(args: argparse.Namespace) -> int:
+def submit(args: SubmitOptions) -> int:
+    from torchenv import safeio
     from torchenv.engines.slurm import Slurm
-    from torchenv.report import check as report_mod
 
-    req = _request(args)
-    if args.json:
-        Path(args.json).absolute().parent.mkdir(parents=True, exist_ok=True)
+    req = request(args)
+    safeio.check_outputs({"--json": args.json}, inputs={"--spec": args.spec}, command="torchenv submit")
+    if req.workdir.exists() and not req.workdir.is_dir():
+        raise TorchenvError(
+            f"torchenv submit --workdir: {req.workdir} exists and is not a folder.",
+            fix="pass a folder the nodes can see (new or existing)",
+        )
     slurm = Slurm()
     slurm.ping()
+    safeio.check_folder(req.workdir, "torchenv submit --workdir")
     targets, warnings = plan(req, slurm.partitions())
     for warning in warnings:
         print(f"torchenv submit: warning: {warning}", file=sys.stderr)
@@ -1131,6 +1096,6 @@ def run(args: argparse.Namespace) -> int:
     }
     sys.stdout.write("\n" + render_summary(result))
     if args.json:
-        report_mod.write_json(result, args.json)
+        safeio.write_json(args.json, result, what="torchenv submit --json")
         print(f"summary: {args.json}")
     return 0 if summary["outcome"] == "passed" else 1
