@@ -7,6 +7,7 @@ No GPU was available to this work: every test here feeds a device's facts, a rec
 
 from __future__ import annotations
 
+import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,9 @@ import pytest
 from torchenv.bench import logic as bench_logic
 from torchenv.bench import peaks
 from torchenv.bench import run as bench
+from torchenv.smoke import _dist
 from torchenv.spec import gpuarch
+from torchenv.submit import allreduce
 
 # --------------------------------------------------------------------------------------------
 # gpuarch: family-specific `f` targets
@@ -312,3 +315,83 @@ def test_new_entries_do_not_capture_their_neighbours() -> None:
     assert peaks.lookup("NVIDIA L4").name == "NVIDIA L4"  # type: ignore[union-attr]
     assert peaks.lookup("NVIDIA H200").name == "NVIDIA H200 SXM"  # type: ignore[union-attr]
     assert peaks.lookup("NVIDIA H100 PCIe").name == "NVIDIA H100 PCIe"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------------
+# the all-reduce pattern: exact in float32 at any realistic world size (simulated arithmetically)
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32, as a GPU's float32 adder stores it."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def _f32_sum(values: list[int], order: str) -> float:
+    """A float32 SUM in ring order (rank by rank) or pairwise (a tree), every partial sum rounded."""
+    if order == "ring":
+        acc = 0.0
+        for v in values:
+            acc = _f32(acc + v)
+        return acc
+    vals = [_f32(v) for v in values]
+    while len(vals) > 1:
+        vals = [_f32(vals[i] + vals[i + 1]) if i + 1 < len(vals) else vals[i] for i in range(0, len(vals), 2)]
+    return vals[0]
+
+
+def test_old_pattern_loses_exactness_from_366_ranks_simulated() -> None:
+    """What the bug was: (i % 251) * (rank + 1) sums to 250 * W(W+1)/2, past 2**24 from W = 366 on."""
+
+    def largest(w: int) -> int:
+        return 250 * w * (w + 1) // 2
+
+    assert largest(365) <= 2**24 < largest(366)
+    w = 1000
+    wrong = [i for i in range(251) if _f32_sum([(i % 251) * (r + 1) for r in range(w)], "ring") != largest(w) / 250 * i]
+    assert wrong, "the old pattern should read as wrong at 1000 ranks in float32"
+
+
+@pytest.mark.parametrize("world", [1, 2, 8, 366, 367, 1000, 4096, 24_576, 100_000, 2**20, 2**23])
+def test_largest_sum_stays_exact_in_float32_simulated_world_sizes(world: int) -> None:
+    p = _dist.period(world)
+    assert 2 <= p <= 251
+    # the largest expected value over every element: W * (P - 1) + (W - 1) + 1 = W * P
+    worst = max(_dist.expected(i, world) for i in _residues(world, p))
+    assert worst <= world * p <= 2**24  # so every partial sum of these non-negative integers is exact in float32
+    assert _f32(worst) == worst
+
+
+def _residues(world: int, p: int) -> list[int]:
+    """Indices that reach every (i % P, i % W) extreme: the first few and those just below multiples."""
+    return sorted({*range(min(3 * p, 2000)), p - 1, world - 1, p * world - 1, (p - 1) * world + (world - 1)})
+
+
+@pytest.mark.parametrize("world", [2, 7, 367, 1000, 5000])
+def test_sum_of_contributions_is_the_closed_form_exactly_in_float32_simulated(world: int) -> None:
+    p = _dist.period(world)
+    for i in [0, 1, p - 1, p, world - 1, world, 3 * world + 5, p * world - 1]:
+        values = [_dist.contribution(i, r, world) for r in range(world)]
+        assert sum(values) == _dist.expected(i, world)
+        for order in ("ring", "tree"):
+            assert _f32_sum(values, order) == _dist.expected(i, world), (world, i, order)
+
+
+def test_a_missing_or_doubled_rank_shows_simulated() -> None:
+    world = 1000
+    for i in (5, 250, 999):
+        full = [_dist.contribution(i, r, world) for r in range(world)]
+        marker = i % world
+        missing = sum(full) - full[marker]
+        doubled = sum(full) + full[(marker + 1) % world]
+        assert missing != _dist.expected(i, world) and doubled != _dist.expected(i, world)
+
+
+def test_world_sizes_beyond_exactness_are_refused() -> None:
+    with pytest.raises(ValueError, match="beyond an exact float32"):
+        _dist.period(2**23 + 1)
+    with pytest.raises(ValueError, match="< 1"):
+        _dist.period(0)
+
+
+def test_submit_allreduce_uses_the_exact_pattern() -> None:
+    assert vars(allreduce)["contribution"] is _dist.contribution and vars(allreduce)["expected"] is _dist.expected
