@@ -395,3 +395,29 @@ def test_world_sizes_beyond_exactness_are_refused() -> None:
 
 def test_submit_allreduce_uses_the_exact_pattern() -> None:
     assert vars(allreduce)["contribution"] is _dist.contribution and vars(allreduce)["expected"] is _dist.expected
+
+
+# --------------------------------------------------------------------------------------------
+# the DataLoader sweep and /dev/shm
+
+
+def test_sweep_at_16_cpus_needs_about_100_mb_of_shm_injected_gpu_facts() -> None:
+    device = {"kind": "cuda", "usable_cpus": 16}
+    counts, dropped, note = bench.sweep_plan(device, 16 * 2**30)
+    assert counts == [0, 1, 2, 4, 8, 16, 17] and dropped == []
+    assert "needs up to 102 MiB of /dev/shm (17 workers x 2 batches of 3.0 MiB)" in note
+
+
+def test_sweep_in_a_64mb_container_skips_what_does_not_fit_injected_gpu_facts() -> None:
+    device = {"kind": "cuda", "usable_cpus": 16}
+    counts, dropped, note = bench.sweep_plan(device, 64 * 10**6)  # docker's default --shm-size
+    assert counts == [0, 1, 2, 4, 8] and dropped == [16, 17]
+    assert "skipping 16, 17 worker(s)" in note and "--shm-size" in note
+    for w in counts:
+        assert bench_logic.shm_need(w, 256 * (3 * 32 * 32 * 4 + 8)) <= 0.8 * 64 * 10**6
+
+
+def test_sweep_with_unknown_shm_runs_everything_and_says_so() -> None:
+    counts, dropped, note = bench_logic.fit_sweep_to_shm([0, 1, 2], 1 << 20, None)
+    assert counts == [0, 1, 2] and not dropped and "free space unknown" in note
+    assert bench.shm_free("/nonexistent/shm") is None

@@ -493,6 +493,39 @@ def sweep_workers(usable_cpus: int) -> list[int]:
     return sorted(points)
 
 
+#: Batches in flight per DataLoader worker (its default ``prefetch_factor``): each sits in /dev/shm.
+SHM_PREFETCH = 2
+#: The share of free /dev/shm the sweep may plan to fill (the main process and pinning need some too).
+SHM_HEADROOM = 0.8
+
+
+def shm_need(workers: int, batch_bytes: int) -> int:
+    """Bytes of /dev/shm a loader with ``workers`` workers holds at once: prefetched batches per worker."""
+    return workers * SHM_PREFETCH * batch_bytes
+
+
+def fit_sweep_to_shm(counts: Sequence[int], batch_bytes: int, shm_free: int | None) -> tuple[list[int], list[int], str]:
+    """The worker counts whose batches fit in free /dev/shm, the ones left out, and a line that says
+    so before the sweep runs. Workers hand batches to the main process through /dev/shm; a container's
+    default 64 MB fills at ~10 workers of the GPU workload and the loader dies with a bus error."""
+    largest = max(counts, default=0)
+    need = shm_need(largest, batch_bytes)
+    size = f"{largest} workers x {SHM_PREFETCH} batches of {batch_bytes / 2**20:.1f} MiB"
+    head = f"the sweep needs up to {need / 2**20:.0f} MiB of /dev/shm ({size})"
+    if shm_free is None:
+        return list(counts), [], f"{head}; free space unknown"
+    budget = shm_free * SHM_HEADROOM
+    kept = [w for w in counts if shm_need(w, batch_bytes) <= budget]
+    dropped = [w for w in counts if w not in kept]
+    note = f"{head}; {shm_free / 2**20:.0f} MiB free"
+    if dropped:
+        note += (
+            f": skipping {', '.join(map(str, dropped))} worker(s), which would not fit (give the job or container "
+            "more /dev/shm: docker run --shm-size=1g, or a larger tmpfs)"
+        )
+    return kept, dropped, note
+
+
 def knee(points: Sequence[tuple[int, float]], tolerance: float = KNEE_TOLERANCE) -> int | None:
     """The fewest workers whose rate is within ``tolerance`` of the best: where more stops paying."""
     valid = [(w, r) for w, r in points if r is not None and math.isfinite(r) and r > 0]

@@ -23,6 +23,7 @@ import datetime as _dt
 import importlib.util
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -429,6 +430,22 @@ def run_cnn(
     return results, info
 
 
+def shm_free(path: str = "/dev/shm") -> int | None:
+    try:
+        return int(shutil.disk_usage(path).free)
+    except OSError:
+        return None
+
+
+def sweep_plan(device: dict[str, Any], free: int | None) -> tuple[list[int], list[int], str]:
+    """The worker counts to sweep on this device, sized to the free /dev/shm (see fit_sweep_to_shm)."""
+    from torchenv.bench import workload as bw
+
+    w = bw.GPU_WORKLOAD if device["kind"] == "cuda" else bw.CPU_WORKLOAD
+    counts = bench_logic.sweep_workers(device["usable_cpus"])
+    return bench_logic.fit_sweep_to_shm(counts, bw.batch_bytes(w), free)
+
+
 def run_sweep(device: dict[str, Any], workers: Sequence[int], seconds: float, rounds: int = 3) -> list[dict[str, Any]]:
     """Loader-only images/s per worker count, the better of ``rounds`` alternating rounds."""
     from torchenv.bench import workload as bw
@@ -650,11 +667,21 @@ def run(args: argparse.Namespace) -> int:
             items += bench_logic.cnn_items(results, plan)
             raw["cnn"] = {"workload": workload, "configs": [c.to_dict() for c in plan.configs], "runs": results}
         if "sweep" in sections:
-            points = run_sweep(device, bench_logic.sweep_workers(device["usable_cpus"]), budget[2])
+            free = shm_free()
+            counts, dropped, shm_note = sweep_plan(device, free)
+            _log(shm_note)
+            points = run_sweep(device, counts, budget[2])
             items += bench_logic.sweep_items(points, device["usable_cpus"], os.getloadavg()[0])
+            items += [
+                bench_logic.skipped(
+                    f"sweep.workers_{w}", "sweep", f"loader {w} workers", "images/s", f"not run: {shm_note}"
+                )
+                for w in dropped
+            ]
             raw["sweep"] = {
                 "points": points,
                 "knee": bench_logic.knee([(p["workers"], p["images_per_s"]) for p in points if p.get("images_per_s")]),
+                "shm": {"free_bytes": free, "skipped_workers": dropped, "note": shm_note},
             }
             if tb is not None:
                 for p in points:
