@@ -16,6 +16,7 @@ import pytest
 from torchenv.bench import logic as bench_logic
 from torchenv.bench import peaks
 from torchenv.bench import run as bench
+from torchenv.diagnose import breakages
 from torchenv.smoke import _dist
 from torchenv.spec import gpuarch
 from torchenv.submit import allreduce
@@ -421,3 +422,20 @@ def test_sweep_with_unknown_shm_runs_everything_and_says_so() -> None:
     counts, dropped, note = bench_logic.fit_sweep_to_shm([0, 1, 2], 1 << 20, None)
     assert counts == [0, 1, 2] and not dropped and "free space unknown" in note
     assert bench.shm_free("/nonexistent/shm") is None
+
+
+# --------------------------------------------------------------------------------------------
+# Triton's libcuda message is a known toolchain breakage
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'AssertionError: libcuda.so cannot found!\nPlease make sure GPU is set up and then run "/sbin/ldconfig"',
+        "/usr/bin/ld: cannot find -lcuda: No such file or directory\ncollect2: error: ld returned 1 exit status",
+    ],
+)
+def test_triton_libcuda_message_is_diagnosed(text: str) -> None:
+    diag = breakages.match(text)
+    assert diag is not None and diag.id == "triton-libcuda"
+    assert "TRITON_LIBCUDA_PATH" in diag.fix and "ldconfig" in diag.cause
