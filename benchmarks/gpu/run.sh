@@ -64,10 +64,11 @@ OUT_DIR=${OUT_DIR:-$PWD/gpu-results}
 NETWORK="not shut (GPU node: expected to have none)"
 if [ "$MODE" = cpu-dry-run ]; then
     if [ "${TORCHENV_GPU_NETNS:-}" = shut ]; then
-        ip link set lo up 2>/dev/null  # loopback only, for local rendezvous
+        lo="loopback up"
+        ip link set lo up 2>/dev/null || lo="LOOPBACK DOWN (no \`ip\`): local rendezvous will fail"
         # /sys/class/net is the host's; the namespace's own interfaces come from if_nameindex()
         ifaces=$("$PY" -c 'import socket; print(" ".join(n for _, n in socket.if_nameindex()))' 2>&1)
-        NETWORK="shut (unshare -n; interfaces: ${ifaces:-none})"
+        NETWORK="shut (unshare -n; interfaces: ${ifaces:-none}; $lo)"
     elif err=$(unshare -n true 2>&1); then
         TORCHENV_GPU_NETNS=shut exec unshare -n -- bash "$0" "${ARGS[@]}"
     else

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +223,7 @@ def test_network_was_shut(dry_run: DryRun) -> None:
     allowed = subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
     network = dry_run.summary_json["network"]
     if allowed:
-        assert network.startswith("shut (unshare -n; interfaces: lo)"), network
+        assert network == "shut (unshare -n; interfaces: lo; loopback up)", network
     else:
         assert network.startswith("OPEN: unshare -n was refused"), network
 
@@ -341,3 +343,53 @@ def test_help_names_the_dry_run() -> None:
     proc = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     assert "--cpu-dry-run" in proc.stdout and "unshare -n" in proc.stdout
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigterm_stops_the_running_step_and_cleans_up(torch_python: str, tmp_path: Path) -> None:
+    """SIGTERM while a step runs: exit 143, the step's whole process group gone, the temp folder removed."""
+    token = uuid.uuid4().hex
+    marker = f"TORCHENV_TEST_MARK={token}"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "TORCHENV_TEST_MARK": token}
+    env.pop("OUT", None)
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), "--out", str(tmp_path / "out"), "--python", torch_python, "--cpu-dry-run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen += line
+        if "] machine (limit" in line:
+            break
+    assert "] machine (limit" in seen, seen
+    time.sleep(1.0)  # the step's python is running now
+    assert len(_processes_with(marker)) >= 2
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted" in err
+    time.sleep(0.5)
+    assert _processes_with(marker) == [], "a child of the step survived SIGTERM"
+    assert list(tmp.iterdir()) == [], "the temp folder was left behind"
+    assert not (tmp_path / "out" / "torchenv-gpu-results.tar.gz").exists()
