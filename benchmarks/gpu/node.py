@@ -86,9 +86,18 @@ def machine(path: str) -> int:
         keys = ("name", "major", "minor", "total_memory", "multi_processor_count", "memory_clock_rate")
         out["device"] = {k: str(getattr(p, k, None)) for k in (*keys, "memory_bus_width", "L2_cache_size", "uuid")}
         out["device_count"] = torch.cuda.device_count()
-        out["cudnn"] = torch.backends.cudnn.version()
-        out["nccl"] = ".".join(str(x) for x in torch.cuda.nccl.version())
-        out["bf16"] = bool(torch.cuda.is_bf16_supported())
+        for key, dotted in (
+            ("cudnn", "backends.cudnn.version"),
+            ("nccl", "cuda.nccl.version"),
+            ("bf16", "cuda.is_bf16_supported"),
+        ):
+            try:  # one missing fact must not lose the others
+                fn: Any = torch
+                for name in dotted.split("."):
+                    fn = getattr(fn, name)
+                out[key] = fn()
+            except Exception as exc:
+                out[key] = f"unknown: {type(exc).__name__}: {exc}"
     _write_text(Path(path), json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps(out, indent=1, default=str))
     return 0
@@ -251,7 +260,7 @@ def bench_lines(bench: Mapping[str, Any] | None) -> list[str]:
         out.append(f"  {item.get('label')}: {shown}{rel} [{item.get('verdict')}]")
     s = bench.get("summary") or {}
     head = f"bench: {str(s.get('outcome', '?')).upper()}, {s.get('passed')} measured, {s.get('skipped')} skipped"
-    return [head, *out[:8]]
+    return [head, *out[:6]]
 
 
 # --------------------------------------------------------------------------------------------
