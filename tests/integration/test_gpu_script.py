@@ -33,8 +33,9 @@ from .conftest import SRC, write_sitecustomize
 pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "benchmarks" / "gpu" / "run.sh"
-#: CI budget for the dry run on 2 cores (the script's own deadline is 230 s).
-DRY_RUN_BUDGET_S = 200.0
+#: The dry run's deadline in this test: each step's own cap bounds it further; on 2 quiet cores the
+#: run takes about 2-3 minutes (the GPU run keeps the default 230 s).
+DRY_RUN_DEADLINE_S = 540
 
 GUARD = r"""
 import os, sys
@@ -45,10 +46,12 @@ if _ARMED:
         fh.write(f"{os.getpid()} {sys.executable}\n")
 
 
-def _is_pip(words):
-    words = [os.fsdecode(w) for w in words if isinstance(w, (str, bytes, os.PathLike))]
-    names = [os.path.basename(w) for w in words]
-    if any(n.startswith("pip") and n.rstrip("0123456789.") in ("pip", "pip3") for n in names):
+def _is_pip(program, argv):
+    # pip run as a program (pip, pip3, pip3.12: the executable or argv[0]) or as `python -m pip`;
+    # an argument that merely says "pip" (--variant pip) is not a call
+    words = [os.fsdecode(w) for w in argv if isinstance(w, (str, bytes, os.PathLike))]
+    names = [os.path.basename(os.fsdecode(p)) for p in (program, words[0] if words else None) if p]
+    if any(n.rstrip("0123456789.") in ("pip", "pip3") for n in names):
         return True
     return any(a == "-m" and b.split(".")[0] == "pip" for a, b in zip(words, words[1:]))
 
@@ -60,11 +63,11 @@ def _hook(event, args):
     if event == "import" and args and isinstance(args[0], str) and args[0].split(".")[0] == "pip":
         hit = f"import {args[0]}"
     elif event == "subprocess.Popen" and len(args) > 1:
-        argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
-        if _is_pip([args[0], *argv]):
+        argv = list(args[1]) if isinstance(args[1], (list, tuple)) else str(args[1]).split()
+        if _is_pip(args[0], argv):
             hit = f"Popen {argv!r}"
     elif event in ("os.exec", "os.posix_spawn") and len(args) > 1:
-        if _is_pip([args[0], *list(args[1] or [])]):
+        if _is_pip(args[0], list(args[1] or [])):
             hit = f"{event} {args[1]!r}"
     elif event == "os.system" and args and "pip" in os.fsdecode(args[0]).split():
         hit = f"os.system {args[0]!r}"
@@ -130,12 +133,12 @@ def dry_run(torch_python: str, guard_env: dict[str, str], tmp_path_factory: pyte
     t0 = time.perf_counter()
     proc = subprocess.run(
         # a loose deadline: CI machines are shared; the GPU run keeps the default 230 s
-        ["bash", str(SCRIPT), "--cpu-dry-run", "--out", str(out), "--python", torch_python, "--deadline", "400"],
+        ["bash", str(SCRIPT), "--cpu-dry-run", "--out", str(out), "--python", torch_python, "--deadline", "540"],
         cwd=ROOT,
         env=guard_env,
         capture_output=True,
         text=True,
-        timeout=480,
+        timeout=660,
     )
     wall = time.perf_counter() - t0
     tarball = out / "torchenv-gpu-results.tar.gz"
@@ -173,6 +176,9 @@ def test_audit_hook_records_pip(torch_python: str, guard_env: dict[str, str], tm
     """The guard can fail: `python -m pip` and `import pip` in an interpreter are recorded."""
     record = tmp_path / "calls.txt"
     env = {**guard_env, "TORCHENV_TEST_PIP_RECORD": str(record)}
+    benign = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'pass', '--variant', 'pip'])"
+    subprocess.run([torch_python, "-c", benign], env=env, capture_output=True, text=True, timeout=60)
+    assert not record.exists(), "an argument named pip is not a pip call"
     code = "import subprocess, sys; subprocess.run([sys.executable, '-m', 'pip', '--version'], capture_output=True)"
     subprocess.run([torch_python, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     text = record.read_text()
@@ -182,9 +188,9 @@ def test_audit_hook_records_pip(torch_python: str, guard_env: dict[str, str], tm
 
 def test_dry_run_passes_within_budget(dry_run: DryRun) -> None:
     assert dry_run.code == 0, dry_run.output[-4000:]
-    assert dry_run.summary_json["elapsed_seconds"] <= dry_run.summary_json["deadline_seconds"] == 400
+    assert dry_run.summary_json["elapsed_seconds"] <= dry_run.summary_json["deadline_seconds"] == 540
     print(f"dry run: {dry_run.wall_s:.1f} s wall, {dry_run.summary_json['elapsed_seconds']} s by the script")
-    assert dry_run.wall_s < DRY_RUN_BUDGET_S * 2, f"dry run took {dry_run.wall_s:.0f} s"
+    assert dry_run.wall_s < DRY_RUN_DEADLINE_S + 30, f"dry run took {dry_run.wall_s:.0f} s"
 
 
 def test_pip_is_never_called(dry_run: DryRun) -> None:
@@ -301,7 +307,7 @@ def test_tarball_members_parse(dry_run: DryRun) -> None:
 
     suite = json.loads(m["torchenv-gpu/smoke_suite.json"])
     assert suite["schema"] == "torchenv.smoke-suite/1"
-    assert [r["name"] for r in suite["runs"]] == ["cold"] and suite["groups"] == ["facts"]
+    assert [r["name"] for r in suite["runs"]] == ["cold"] and suite["groups"] == ["tensor"]
 
     steps = m["torchenv-gpu/steps.tsv"].decode().splitlines()
     assert all(len(line.split("\t")) == 4 for line in steps)
