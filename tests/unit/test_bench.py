@@ -56,7 +56,7 @@ def test_lookup_finds_the_right_entry_for_names_torch_reports(torch_name: str, e
     assert found is not None and found.name == entry
 
 
-@pytest.mark.parametrize("torch_name", ["NVIDIA GeForce RTX 4090", "NVIDIA A10G", "NVIDIA B200", "AMD EPYC", ""])
+@pytest.mark.parametrize("torch_name", ["NVIDIA GeForce RTX 4090", "NVIDIA A10G", "NVIDIA B300", "AMD EPYC", ""])
 def test_lookup_of_an_unknown_device_is_none(torch_name: str) -> None:
     assert peaks.lookup(torch_name) is None
 

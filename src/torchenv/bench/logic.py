@@ -27,6 +27,10 @@ THRESHOLDS: Mapping[str, tuple[float, float]] = {
     "copy.pinned": (0.80, 0.50),
     "copy.d2d": (0.70, 0.40),
 }
+#: A measured figure above this fraction of its reference cannot be: the reference is wrong for this
+#: machine (a faster link or memory than the table assumes, or the wrong table entry), and the item
+#: says "suspect" instead of "good".
+SUSPECT_RATIO = 1.1
 #: Relative changes within this are noise on a shared machine ("neutral").
 NOISE = 0.05
 #: The sweep's knee: the fewest workers within this fraction of the best rate.
@@ -161,11 +165,17 @@ def matmul_reference_for(
     return ref
 
 
-def link_reference(link: Mapping[str, Any] | None, overrides: peaks.PeakOverrides) -> Reference:
-    """The host<->device link's peak per direction, from NVML's maximum PCIe generation and width."""
+def link_reference(
+    link: Mapping[str, Any] | None, overrides: peaks.PeakOverrides, device_name: str | None = None
+) -> Reference:
+    """The host<->device link's peak per direction: NVLink-C2C on a Grace superchip (GH200, GB200),
+    where host memory is not behind PCIe; else NVML's maximum PCIe generation and width."""
     given = overrides.get("link")
     if given is not None:
         return Reference(given / peaks.GIGA, "--peak", "--peak link")
+    c2c = peaks.host_link(device_name or "")
+    if c2c is not None:
+        return Reference(c2c.gbs, c2c.label, c2c.source)
     link = link or {}
     gen, width = link.get("max_generation"), link.get("max_width")
     if isinstance(gen, int) and isinstance(width, int) and gen in peaks.PCIE_LANE_GBS and width > 0:
@@ -200,6 +210,16 @@ def memory_reference(
 # items from measurements
 
 
+def suspect_note(r: float | None, peak_name: str) -> str:
+    """Why an item is "suspect" (its ratio above :data:`SUSPECT_RATIO`), or "" when it is not."""
+    if r is None or r <= SUSPECT_RATIO:
+        return ""
+    return (
+        f"SUSPECT REFERENCE: measured {r:.0%} of it, above what the hardware can do; the reference does not fit "
+        f"this machine (pass --peak {peak_name}=...)"
+    )
+
+
 def matmul_item(m: Mapping[str, Any], ref: Reference) -> Item:
     """``m``: dtype, n, iterations, seconds (per matmul), flops_per_s, rel_error, tolerance; or skipped / error."""
     dtype = str(m["dtype"])
@@ -220,9 +240,16 @@ def matmul_item(m: Mapping[str, Any], ref: Reference) -> Item:
     )
     note = f"{n}x{n}x{n}, {m['iterations']} runs; {check}"
     if m.get("tf32_override"):
-        note += "; TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 makes cuBLAS run this 'fp32' matmul as TF32 (TF32 tolerance)"
+        note += (
+            "; torch.backends.cuda.matmul.allow_tf32 stayed on under precision 'highest' "
+            "(TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 makes cuBLAS run this 'fp32' matmul as TF32): TF32 tolerance and peak"
+        )
     if ref.value is None:
         note += f"; {ref.source}"
+    verdict = grade(r, "matmul") if ok else "WRONG"
+    suspect = suspect_note(r, "tf32" if m.get("tf32_override") else dtype)
+    if suspect and ok:
+        verdict, note = "suspect", f"{suspect}; {note}"
     return Item(
         f"matmul.{dtype}",
         "matmul",
@@ -232,7 +259,7 @@ def matmul_item(m: Mapping[str, Any], ref: Reference) -> Item:
         ref.value,
         ref.label,
         r,
-        grade(r, "matmul") if ok else "WRONG",
+        verdict,
         note,
         float(m.get("total_seconds", 0.0)),
         {
@@ -277,6 +304,8 @@ def copy_item(m: Mapping[str, Any], link: Reference, memory: Reference, pinned_g
     if kind == "d2d":
         verdict = grade(r, "copy.d2d")
         note = f"{size}, read + write counted (as CUDA's bandwidthTest does)"
+        if m.get("timer"):
+            note += f"; {m['timer']}"
     elif kind.endswith("pinned"):
         verdict = grade(r, "copy.pinned")
         note = size
@@ -288,6 +317,11 @@ def copy_item(m: Mapping[str, Any], link: Reference, memory: Reference, pinned_g
             note += f"; pinned is x{faster:.2f} faster: DataLoader(pin_memory=True), tensor.pin_memory()"
     if ref.value is None:
         note += f"; {ref.source}"
+    suspect = suspect_note(r, "memory" if kind == "d2d" else "link")
+    if suspect and verdict != "info":
+        verdict, note = "suspect", f"{suspect}; {note}"
+    elif suspect:
+        note = f"{suspect}; {note}"
     if m.get("verified") is False:
         verdict, note = "WRONG", f"the copy's bytes differ from the source; {note}"
     return Item(
@@ -302,7 +336,7 @@ def copy_item(m: Mapping[str, Any], link: Reference, memory: Reference, pinned_g
         verdict,
         note,
         float(m.get("total_seconds", 0.0)),
-        {k: m[k] for k in ("bytes", "seconds", "reps") if k in m},
+        {k: m[k] for k in ("bytes", "seconds", "reps", "windows", "timer") if k in m},
     )
 
 
@@ -457,6 +491,39 @@ def sweep_workers(usable_cpus: int) -> list[int]:
         points.add(n)
         n *= 2
     return sorted(points)
+
+
+#: Batches in flight per DataLoader worker (its default ``prefetch_factor``): each sits in /dev/shm.
+SHM_PREFETCH = 2
+#: The share of free /dev/shm the sweep may plan to fill (the main process and pinning need some too).
+SHM_HEADROOM = 0.8
+
+
+def shm_need(workers: int, batch_bytes: int) -> int:
+    """Bytes of /dev/shm a loader with ``workers`` workers holds at once: prefetched batches per worker."""
+    return workers * SHM_PREFETCH * batch_bytes
+
+
+def fit_sweep_to_shm(counts: Sequence[int], batch_bytes: int, shm_free: int | None) -> tuple[list[int], list[int], str]:
+    """The worker counts whose batches fit in free /dev/shm, the ones left out, and a line that says
+    so before the sweep runs. Workers hand batches to the main process through /dev/shm; a container's
+    default 64 MB fills at ~10 workers of the GPU workload and the loader dies with a bus error."""
+    largest = max(counts, default=0)
+    need = shm_need(largest, batch_bytes)
+    size = f"{largest} workers x {SHM_PREFETCH} batches of {batch_bytes / 2**20:.1f} MiB"
+    head = f"the sweep needs up to {need / 2**20:.0f} MiB of /dev/shm ({size})"
+    if shm_free is None:
+        return list(counts), [], f"{head}; free space unknown"
+    budget = shm_free * SHM_HEADROOM
+    kept = [w for w in counts if shm_need(w, batch_bytes) <= budget]
+    dropped = [w for w in counts if w not in kept]
+    note = f"{head}; {shm_free / 2**20:.0f} MiB free"
+    if dropped:
+        note += (
+            f": skipping {', '.join(map(str, dropped))} worker(s), which would not fit (give the job or container "
+            "more /dev/shm: docker run --shm-size=1g, or a larger tmpfs)"
+        )
+    return kept, dropped, note
 
 
 def knee(points: Sequence[tuple[int, float]], tolerance: float = KNEE_TOLERANCE) -> int | None:

@@ -84,6 +84,26 @@ _T4_DS = (
     "or BF16 tensor cores; https://www.nvidia.com/en-us/data-center/tesla-t4/"
 )
 
+_B200_DS = (
+    "NVIDIA HGX B200 specifications (2025), 8-GPU board: FP32 600 TFLOPS, TF32 18*, BF16/FP16 36* PFLOPS, "
+    "64 TB/s HBM3e; per GPU one eighth: 75 FP32, 1,125 TF32, 2,250 BF16/FP16 dense TFLOP/s, 8 TB/s "
+    "(* with sparsity, halved here); https://www.nvidia.com/en-us/data-center/hgx/"
+)
+_GH200_DS = (
+    "NVIDIA GH200 Grace Hopper Superchip datasheet (2024): H100-class GPU, 67 FP32, 494 TF32 (989*), "
+    "990 BF16/FP16 (1,979*) TFLOP/s; 96 GB HBM3 at 4 TB/s or 144 GB HBM3e at 4.9 TB/s; CPU<->GPU "
+    "NVLink-C2C 900 GB/s (* with sparsity); https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/"
+)
+_L40S_DS = (
+    "NVIDIA L40S GPU datasheet (2023): 91.6 FP32, 366* TF32, 733* BF16/FP16 TFLOP/s (* with sparsity, halved "
+    "here as for every entry: 183 and 366.5; the datasheet's own dense column rounds BF16 to 362.05), "
+    "48 GB GDDR6 at 864 GB/s; https://www.nvidia.com/en-us/data-center/l40s/"
+)
+_H100_NVL_DS = (
+    "NVIDIA H100 Tensor Core GPU datasheet (2023), H100 NVL column: 60 FP32, 835 TF32*, 1,671 BF16*/FP16* "
+    "TFLOP/s, 94 GB HBM3 at 3.9 TB/s (* with sparsity, halved here); https://www.nvidia.com/en-us/data-center/h100/"
+)
+
 #: Known devices, most specific pattern first (the first match wins: "A100" before "A10").
 DEVICES: tuple[DevicePeaks, ...] = (
     DevicePeaks(
@@ -101,6 +121,45 @@ DEVICES: tuple[DevicePeaks, ...] = (
         4800.0,
         f"{_H200_DS}; per-dtype figures as {_H100_WP}",
         "same GH100 compute as the H100 SXM, with 141 GB HBM3e",
+    ),
+    DevicePeaks(
+        "NVIDIA GH200 144GB HBM3e",
+        r"\bGH200\b.*(144|HBM3e)",
+        {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+        4900.0,
+        f"{_GH200_DS}; per-dtype figures as {_H100_WP}",
+        "Grace Hopper superchip: the host link is NVLink-C2C, not PCIe",
+    ),
+    DevicePeaks(
+        "NVIDIA GH200 96GB HBM3",
+        r"\bGH200\b",
+        {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+        4000.0,
+        f"{_GH200_DS}; per-dtype figures as {_H100_WP}",
+        "Grace Hopper superchip (torch reports it as 'NVIDIA GH200 480GB'): the host link is NVLink-C2C",
+    ),
+    DevicePeaks(
+        "NVIDIA B200",
+        r"\bB200\b",
+        {"fp32": 75.0, "tf32": 1125.0, "bf16": 2250.0, "fp16": 2250.0},
+        8000.0,
+        _B200_DS,
+        "HGX B200 at 1,000 W; the GB200 superchip's GPUs run faster and are not in this table",
+    ),
+    DevicePeaks(
+        "NVIDIA H100 NVL",
+        r"\bH100 NVL\b",
+        {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+        3900.0,
+        _H100_NVL_DS,
+        "PCIe card pair bridged by NVLink; lower power limit than the SXM module",
+    ),
+    DevicePeaks(
+        "NVIDIA L40S",
+        r"\bL40S\b",
+        {"fp32": 91.6, "tf32": 183.0, "bf16": 366.5, "fp16": 366.5},
+        864.0,
+        _L40S_DS,
     ),
     DevicePeaks(
         "NVIDIA H100 PCIe",
@@ -216,6 +275,35 @@ def pcie_peak_gbs(generation: int, width: int) -> float:
     if width <= 0:
         raise ValueError(f"bad PCIe link width {width}")
     return PCIE_LANE_GBS[generation] * width
+
+
+@dataclass(frozen=True)
+class HostLink:
+    """A host<->device link that is not the PCIe link NVML describes."""
+
+    label: str
+    pattern: str  # matched against the device name
+    gbs: float  # per direction
+    source: str
+
+
+#: Grace superchips reach host memory over NVLink-C2C: 900 GB/s both directions together, 450 GB/s
+#: each way (GH200 datasheet; GB200 NVL72 specifications, https://www.nvidia.com/en-us/data-center/gb200-nvl72/).
+#: NVML still reports a PCIe link for these GPUs, but pinned host copies do not go over it.
+HOST_LINKS: tuple[HostLink, ...] = (
+    HostLink(
+        "NVLink-C2C",
+        r"\bG[HB]\d{3}\b",
+        450.0,
+        "NVLink-C2C of a Grace superchip (GH200/GB200): 900 GB/s bidirectional, 450 GB/s per direction; "
+        "https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/",
+    ),
+)
+
+
+def host_link(device_name: str) -> HostLink | None:
+    """The device's host link when it is not PCIe (a Grace superchip's NVLink-C2C), else None."""
+    return next((h for h in HOST_LINKS if re.search(h.pattern, device_name, flags=re.IGNORECASE)), None)
 
 
 def derived_memory_gbs(memory_clock_khz: int | None, bus_width_bits: int | None) -> float | None:

@@ -22,6 +22,7 @@ import datetime as _dt
 import importlib.util
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,11 @@ GPU_MATMUL_N = 8192
 #: AMX-FP16 runs it ~100x slower than bf16 (2-3 GFLOP/s on 2 Zen 4 cores).
 CPU_MATMUL_N = {"fp32": 1024, "bf16": 1024, "fp16": 512}
 COPY_BYTES = 256 * 2**20
+#: The device-to-device copy is timed with CUDA events around this many copies, best of D2D_WINDOWS:
+#: one 256 MiB copy takes ~0.13 ms on an H200, too short for a host clock around one copy (launch
+#: latency and the synchronize's wake-up are then a large part of what is measured).
+D2D_REPS = 50
+D2D_WINDOWS = 3
 PROFILE_STEPS = (1, 2, 3)  # torch.profiler schedule: wait, warmup, active
 
 
@@ -116,7 +122,13 @@ def header_lines(device: dict[str, Any], torch_version: str, variant: str) -> li
         known = device.get("table_entry") or "not in torchenv's peak table (pass --peak)"
         lines.append(f"device: {device['name']} (sm {cap}, {device['memory_gb']} GB); peaks: {known}")
         link = device.get("link") or {}
-        if "max_generation" in link:
+        c2c = peaks.host_link(str(device.get("name") or ""))
+        if c2c is not None:
+            lines.append(
+                f"host link: {c2c.label} ({c2c.gbs:.0f} GB/s per direction); NVML's PCIe link is not the path to "
+                "host memory on a Grace superchip"
+            )
+        elif "max_generation" in link:
             lines.append(
                 f"host link (NVML): max PCIe gen {link['max_generation']} x{link.get('max_width')}; "
                 f"now gen {link.get('current_generation')} x{link.get('current_width')} (idle links slow down)"
@@ -136,7 +148,8 @@ def header_lines(device: dict[str, Any], torch_version: str, variant: str) -> li
         lines.append(busy)
     if device.get("tf32_override"):
         lines.append(
-            f"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE={device['tf32_override']}: cuBLAS may use TF32 for 'fp32' matmul"
+            f"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE={device['tf32_override']}: TF32 for 'fp32' matmul starts on; the fp32 "
+            "row reads torch.backends.cuda.matmul.allow_tf32 to tell whether it stayed on"
         )
     return lines
 
@@ -187,14 +200,18 @@ def measure_matmul(torch: Any, dtype_name: str, device: dict[str, Any], budget: 
         return a, b, c, (time.perf_counter() - t0) / reps
 
     with _matmul_precision(torch, "high" if dtype_name == "tf32" else "highest"):
+        # Whether cuBLAS may run this "fp32" matmul as TF32, read where it is decided: inside the
+        # precision block. NGC images set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1, which older torch
+        # applied over set_float32_matmul_precision("highest"); torch >= 2.x makes it only the
+        # starting value, which the block above replaces. The flag says which one holds here, the
+        # environment variable does not: an fp32 row under TF32 is held to TF32's tolerance and
+        # peak (the item says why), a true fp32 row to fp32's (50x tighter).
+        override = gpu and dtype_name == "fp32" and tf32_in_effect(torch)
         n = GPU_MATMUL_N if gpu else CPU_MATMUL_N[dtype_name]
         a, b, c, t = run(n, 1)
         reps = max(2, min(50, int(budget / 3 / max(t, 1e-6))))
         windows = [_time_more(torch, gpu, a, b, c, reps) for _ in range(3)]
     best = min(windows)
-    # NGC images set TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1: cuBLAS then runs "fp32" matmuls as TF32, so
-    # they are held to TF32's tolerance (and the item says why) instead of failing as wrong results
-    override = gpu and dtype_name == "fp32" and os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1"
     rows, cols = 16, min(256, n)
     ref = a[:rows].double() @ b[:, :cols].double()
     got = c[:rows, :cols].double()
@@ -212,6 +229,14 @@ def measure_matmul(torch: Any, dtype_name: str, device: dict[str, Any], budget: 
         total_seconds=time.perf_counter() - started,
     )
     return out
+
+
+def tf32_in_effect(torch: Any) -> bool:
+    """cuBLAS's TF32 switch as torch reports it now (``torch.backends.cuda.matmul.allow_tf32``)."""
+    try:
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _time_more(torch: Any, gpu: bool, a: Any, b: Any, c: Any, reps: int) -> float:
@@ -255,7 +280,7 @@ def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES)
     def same(a: Any, b: Any) -> bool:
         return bool(torch.equal(a[::stride].cpu(), b[::stride].cpu()) and torch.equal(a[-4096:].cpu(), b[-4096:].cpu()))
 
-    out = []
+    out: list[dict[str, Any]] = []
     plans: list[tuple[str, Callable[[], Any], Callable[[], bool], int]] = [
         ("h2d_pageable", lambda: on_dev.copy_(host), lambda: same(on_dev, host), nbytes),
         ("h2d_pinned", lambda: on_dev.copy_(pinned, non_blocking=True), lambda: same(on_dev, host), nbytes),
@@ -265,22 +290,55 @@ def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES)
     ]
     for kind, fn, check, moved in plans:
         try:
-            best, total = timed(fn)
+            if kind == "d2d":
+                timing = time_on_device(torch, fn)
+            else:
+                best, total = timed(fn)
+                timing = {"seconds": best, "reps": 5, "total_seconds": total}
             out.append(
                 {
                     "kind": kind,
                     "bytes": nbytes,
                     "moved_bytes": moved,
-                    "seconds": best,
-                    "reps": 5,
-                    "gbs": moved / best / peaks.GIGA,
+                    **timing,
+                    "gbs": moved / timing["seconds"] / peaks.GIGA,
                     "verified": check(),
-                    "total_seconds": total,
                 }
             )
         except Exception as exc:  # one failing copy is reported, the others still run
             out.append({"kind": kind, "error": f"{type(exc).__name__}: {exc}"})
     return out
+
+
+def time_on_device(
+    torch: Any, fn: Callable[[], Any], reps: int = D2D_REPS, windows: int = D2D_WINDOWS
+) -> dict[str, Any]:
+    """Seconds per call of ``fn`` (work queued on the current stream) by CUDA events around ``reps``
+    calls, best of ``windows``: the GPU's own clock, so neither launch latency nor the host's wake-up
+    from a synchronize counts."""
+    started = time.perf_counter()
+    fn()  # warm-up
+    torch.cuda.synchronize()
+    per_call = []
+    for _ in range(windows):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        per_call.append(float(start.elapsed_time(end)) / 1e3 / reps)  # elapsed_time is in milliseconds
+    best = min(per_call)
+    if not (math.isfinite(best) and best > 0):
+        raise RuntimeError(f"CUDA events timed {reps} copies at {best} s each")
+    return {
+        "seconds": best,
+        "reps": reps * windows,
+        "windows": [round(w, 9) for w in per_call],
+        "timer": f"CUDA events around {reps} copies, best of {windows}",
+        "total_seconds": time.perf_counter() - started,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,6 +428,22 @@ def run_cnn(
     info = w.to_dict()
     info["model_parameters"] = sum(p.numel() for p in bw.make_model(w.width).parameters())
     return results, info
+
+
+def shm_free(path: str = "/dev/shm") -> int | None:
+    try:
+        return int(shutil.disk_usage(path).free)
+    except OSError:
+        return None
+
+
+def sweep_plan(device: dict[str, Any], free: int | None) -> tuple[list[int], list[int], str]:
+    """The worker counts to sweep on this device, sized to the free /dev/shm (see fit_sweep_to_shm)."""
+    from torchenv.bench import workload as bw
+
+    w = bw.GPU_WORKLOAD if device["kind"] == "cuda" else bw.CPU_WORKLOAD
+    counts = bench_logic.sweep_workers(device["usable_cpus"])
+    return bench_logic.fit_sweep_to_shm(counts, bw.batch_bytes(w), free)
 
 
 def run_sweep(device: dict[str, Any], workers: Sequence[int], seconds: float, rounds: int = 3) -> list[dict[str, Any]]:
@@ -544,7 +618,7 @@ def bench(args: BenchOptions) -> int:
             if gpu:
                 _log("copies")
             copies = measure_copies(torch, device)
-            link = bench_logic.link_reference(device.get("link"), overrides)
+            link = bench_logic.link_reference(device.get("link"), overrides, device_name=device.get("name"))
             memory = bench_logic.memory_reference(entry, device.get("derived_memory_gbs"), overrides)
             pinned = {c["kind"]: c.get("gbs") for c in copies}
             for c in copies:
@@ -559,11 +633,21 @@ def bench(args: BenchOptions) -> int:
             items += bench_logic.cnn_items(results, plan)
             raw["cnn"] = {"workload": workload, "configs": [c.to_dict() for c in plan.configs], "runs": results}
         if "sweep" in sections:
-            points = run_sweep(device, bench_logic.sweep_workers(device["usable_cpus"]), budget[2])
+            free = shm_free()
+            counts, dropped, shm_note = sweep_plan(device, free)
+            _log(shm_note)
+            points = run_sweep(device, counts, budget[2])
             items += bench_logic.sweep_items(points, device["usable_cpus"], os.getloadavg()[0])
+            items += [
+                bench_logic.skipped(
+                    f"sweep.workers_{w}", "sweep", f"loader {w} workers", "images/s", f"not run: {shm_note}"
+                )
+                for w in dropped
+            ]
             raw["sweep"] = {
                 "points": points,
                 "knee": bench_logic.knee([(p["workers"], p["images_per_s"]) for p in points if p.get("images_per_s")]),
+                "shm": {"free_bytes": free, "skipped_workers": dropped, "note": shm_note},
             }
             if tb is not None:
                 for p in points:

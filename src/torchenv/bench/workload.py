@@ -48,6 +48,11 @@ class Workload:
         }
 
 
+def batch_bytes(w: Workload) -> int:
+    """Bytes of one collated batch: float32 images (3 x size x size) and int64 labels."""
+    return w.batch_size * (3 * w.image_size * w.image_size * 4 + 8)
+
+
 CPU_WORKLOAD = Workload()
 GPU_WORKLOAD = Workload(batch_size=256, width=32, stored_images=8192)
 

@@ -246,6 +246,23 @@ REGISTRY: tuple[Breakage, ...] = (
             ),
         ),
     ),
+    # Triton links its launcher against libcuda.so found through `ldconfig -p`; containers and WSL
+    # mount the driver library where the linker cache does not list it. TRITON_LIBCUDA_PATH names the
+    # folder (triton-lang/triton#2582; the message: #1981, #2019).
+    Breakage(
+        id="triton-libcuda",
+        symptom="torch.compile on GPU fails: AssertionError: libcuda.so cannot found! / cannot find -lcuda",
+        patterns=(r"libcuda\.so cannot found", r"cannot find -lcuda"),
+        cause=_const(
+            "Triton cannot find the driver's libcuda.so: it looks in the linker cache (`ldconfig -p`), and the "
+            "driver library was mounted where the cache does not list it (a container, WSL) or only as libcuda.so.1"
+        ),
+        fix=_const(
+            "export TRITON_LIBCUDA_PATH=<the folder holding libcuda.so.1> (find it with `ldconfig -p | grep "
+            "libcuda` or `find / -name 'libcuda.so*'`: /usr/lib/x86_64-linux-gnu, /usr/local/nvidia/lib64, "
+            "/usr/lib/wsl/lib), or refresh the cache with `ldconfig` as root"
+        ),
+    ),
     Breakage(
         id="compile-toolchain",
         symptom="torch.compile fails: InvalidCxxCompiler / no working C compiler / triton missing",

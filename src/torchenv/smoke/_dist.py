@@ -1,8 +1,16 @@
 """One rank of the smoke suite's all-reduce check: ``python -m torchenv.smoke._dist``.
 
-Each rank contributes ``(rank + 1) * arange(n)`` for several dtypes and sizes, all-reduces with SUM
-and verifies the result against the closed form, then writes what it saw to ``--out`` as JSON.
-Started as separate processes (not forked) so a hung rendezvous can be killed from outside.
+Each rank contributes :func:`contribution` for several dtypes and sizes, all-reduces with SUM and
+verifies the result against the closed form (:func:`expected`), then writes what it saw to ``--out``
+as JSON. Started as separate processes (not forked) so a hung rendezvous can be killed from outside.
+
+The pattern is exact in float32 for any world size up to 2**23 ranks: every value is a small
+non-negative integer and the largest sum stays <= 2**24 (float32's 24-bit significand holds every
+integer up to it), so every partial sum, in whatever order ring, tree or NCCL's chunked reductions
+add them, is exact too. The old pattern, ``(rank + 1) * arange(n)`` here and ``(rank + 1) * (i % 251)``
+in :mod:`torchenv.submit.allreduce`, grows as world**2: 250 * W(W+1)/2 passes 2**24 at W = 366 (and
+``arange(2**20)`` at W = 6), where a correct all-reduce reads as wrong. Pure functions: they take
+Python ints or int64 tensors alike.
 """
 
 from __future__ import annotations
@@ -13,8 +21,34 @@ import os
 import sys
 import time
 from datetime import timedelta
+from typing import Any
 
 SIZES = (1, 1000, 1 << 20)
+#: float32 holds every integer up to 2**24 exactly (a 24-bit significand).
+FLOAT32_EXACT = 1 << 24
+#: The pattern's period at small world sizes: a prime, so it does not line up with power-of-two sizes.
+MAX_PERIOD = 251
+
+
+def period(world_size: int, limit: int = FLOAT32_EXACT) -> int:
+    """The period P of the element pattern for ``world_size`` ranks: the largest sum, W * P, stays <= ``limit``."""
+    if world_size < 1:
+        raise ValueError(f"world size {world_size} < 1")
+    p = min(MAX_PERIOD, limit // world_size)
+    if p < 2:
+        raise ValueError(f"world size {world_size} is beyond an exact float32 all-reduce check (at most {limit // 2})")
+    return p
+
+
+def contribution(index: Any, rank: int, world_size: int) -> Any:
+    """What ``rank`` puts at element ``index``: ``index % P``, plus ``rank + 1`` where ``index % W == rank``
+    (one rank marks each element, so a missing, doubled or swapped rank shows)."""
+    return index % period(world_size) + (index % world_size == rank) * (rank + 1)
+
+
+def expected(index: Any, world_size: int) -> Any:
+    """The SUM over all ranks of :func:`contribution` at ``index``: ``W * (index % P) + index % W + 1``."""
+    return world_size * (index % period(world_size)) + index % world_size + 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,25 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         timeout=timedelta(seconds=args.timeout),
     )
     report["rendezvous_seconds"] = time.perf_counter() - started
-    scale = args.world_size * (args.world_size + 1) // 2  # sum of (rank + 1)
     failures = []
     for dtype in (torch.float32, torch.float64, torch.int64):
         for n in SIZES:
-            mine = torch.arange(n, dtype=dtype, device=device) * (args.rank + 1)
-            expected = torch.arange(n, dtype=dtype, device=device) * scale
+            index = torch.arange(n, dtype=torch.int64, device=device)
+            mine = contribution(index, args.rank, args.world_size).to(dtype)
+            want = expected(index, args.world_size).to(dtype)
             t0 = time.perf_counter()
             dist.all_reduce(mine, op=dist.ReduceOp.SUM)
             if device != "cpu":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            wrong = int((mine != expected).sum().item())
+            wrong = int((mine != want).sum().item())
             case = {"dtype": str(dtype).removeprefix("torch."), "n": n, "wrong": wrong, "seconds": seconds}
             report["cases"].append(case)  # type: ignore[attr-defined]
             if wrong:
-                first = int((mine != expected).nonzero()[0].item())
+                first = int((mine != want).nonzero()[0].item())
                 failures.append(
                     f"{case['dtype']} n={n}: {wrong} wrong elements, first at [{first}]: "
-                    f"got {mine[first].item()}, expected {expected[first].item()}"
+                    f"got {mine[first].item()}, expected {want[first].item()}"
                 )
     dist.barrier()
     dist.destroy_process_group()

@@ -3,9 +3,10 @@
 torchrun (one agent per node, started by ``srun``; a c10d rendezvous on the first node) sets
 RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Each rank:
 
-* verifies the collective: it contributes ``(rank + 1) * (arange(n) % 251)`` (exact in float32
-  for any world size a cluster has) and checks every element of the SUM against the closed form,
-  for each message size;
+* verifies the collective: it contributes :func:`torchenv.smoke._dist.contribution` (small
+  integers whose sums stay <= 2**24, so exact in float32 up to 2**23 ranks; the old
+  ``(rank + 1) * (i % 251)`` stopped being exact at 366 ranks) and checks every element of the SUM
+  against the closed form, for each message size;
 * times it: after a warm-up, the mean time of several all-reduces of each size (NCCL on the
   rank's GPU, gloo on CPU), from which the parent derives bandwidth
   (:func:`bandwidth`: algbw = bytes / time, busbw = algbw * 2(n-1)/n, nccl-tests' definition);
@@ -28,9 +29,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from torchenv.smoke._dist import contribution, expected
+
 #: Message sizes in bytes (float32 elements = bytes / 4): latency-bound to bandwidth-bound.
 DEFAULT_SIZES = (4 << 10, 256 << 10, 4 << 20, 32 << 20)
-_PATTERN = 251  # element i carries (i % 251) * (rank + 1): sums stay exact integers in float32
 _TIME_BUDGET_BYTES = 256 << 20  # per size, the timed loop moves about this much (at least 3, at most 50 rounds)
 
 
@@ -166,20 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    scale = world * (world + 1) // 2  # sum over ranks of (rank + 1)
     for nbytes in sizes:
         n = max(nbytes // 4, 1)
-        pattern = torch.arange(n, dtype=torch.float32, device=device) % _PATTERN
-        mine = pattern * (rank + 1)
+        index = torch.arange(n, dtype=torch.int64, device=device)
+        mine = contribution(index, rank, world).to(torch.float32)
+        want = expected(index, world).to(torch.float32)
         dist.all_reduce(mine, op=dist.ReduceOp.SUM)
         sync()
-        wrong = mine != pattern * scale
+        wrong = mine != want
         count = int(wrong.sum().item())
         if count:
             first = int(wrong.nonzero()[0].item())
             report["failures"].append(
                 f"{format_size(nbytes)}: {count} wrong element(s), first at [{first}]: got "
-                f"{mine[first].item():g}, expected {(pattern[first] * scale).item():g}"
+                f"{mine[first].item():g}, expected {want[first].item():g}"
             )
         buf = torch.zeros(n, dtype=torch.float32, device=device)
         dist.all_reduce(buf)  # warm-up: connections and buffers for this size
