@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from torchenv.diagnose import causes
 
-from .conftest import CheckRun, run_check
+from .conftest import SRC, CheckRun, run_check
 from .test_doctor_real import DoctorRun, _site_packages, _unshare_works, run_doctor
 
 pytestmark = pytest.mark.slow
@@ -316,3 +317,13 @@ def test_interrupted_install_and_two_nccl_wheels_in_a_venv_real(torch_python: st
     nccl = run.finding("nccl-wheels-mixed")
     assert "nvidia-nccl-cu12 2.27.3" in nccl["cause"] and "nvidia-nccl-cu13" in nccl["cause"]
     assert nccl["fix"].startswith("pip uninstall -y nvidia-nccl-cu12")
+
+
+def test_python_m_torchenv_from_a_checkouts_src_keeps_that_entry() -> None:
+    """The working-folder entry is dropped only where torchenv is not installed: from a checkout's
+    src/ (no PYTHONPATH) `python -m torchenv` still finds itself."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torchenv", "--version"], cwd=SRC, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("torchenv "), proc.stderr

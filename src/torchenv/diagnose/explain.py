@@ -72,6 +72,22 @@ def nv_after_image(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _words(text: str, depth: int = 0) -> list[str]:
+    """Shell words of ``text``, with quoted commands (``srun bash -c '... apptainer exec ...'``)
+    split again, a few levels deep."""
+    try:
+        words = shlex.split(text, comments=True)
+    except ValueError:
+        words = text.split()
+    out: list[str] = []
+    for word in words:
+        if depth < 3 and " " in word and any(r in word for r in _RUNTIMES):
+            out.extend(_words(word, depth + 1))
+        else:
+            out.append(word)
+    return out
+
+
 def command_problems(text: str) -> list[dict[str, str]]:
     """Every command line in ``text`` (a job script, a kernel.json's argv, a pasted shell line)
     that puts a GPU flag after the image. Lines ending in a backslash are joined first."""
@@ -80,13 +96,11 @@ def command_problems(text: str) -> list[dict[str, str]]:
     for line in joined.splitlines():
         if not any(r in line for r in _RUNTIMES):
             continue
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError:
-            words = line.split()
         # JSON argv ("apptainer", "exec", ...): take the quoted words
-        if '"' in line and "[" in line:
-            words = re.findall(r'"((?:[^"\\]|\\.)*)"', line) or words
+        if '"' in line and "[" in line and "]" in line:
+            words = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+        else:
+            words = _words(line)
         image = nv_after_image(words)
         if image is not None:
             out.append({"line": line.strip(), "image": image})
