@@ -191,6 +191,9 @@ def run_suite(
     variant_json = run_dir / "variant.json"
     variant_json.write_text(json.dumps(variant.to_dict()))
     env = child_env(run_dir, cache_root(), variant_json, timeout, extra_env)
+    home = str(SMOKE_DIR.parents[1])  # run from a checkout's src/ (the working folder) torchenv is found there
+    if os.path.realpath(home) == os.path.realpath(os.getcwd()):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH", "")) if p)
     events = _Events(run_dir / "events.jsonl")
     log_path = run_dir / "check.log"
     collected: dict[str, dict[str, Any]] = {}
@@ -211,7 +214,10 @@ def run_suite(
             log.write(f"\n$ {' '.join(cmd)}\n".encode())
             log.flush()
             launched = time.perf_counter()
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            # cwd: never the user's folder, where `-m pytest` would import a ./torch.py (h4: issue 17)
+            proc = subprocess.Popen(
+                cmd, env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             current: tuple[str, float] | None = None
             progressed = False
             killed_for: str | None = None

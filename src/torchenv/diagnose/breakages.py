@@ -453,6 +453,175 @@ REGISTRY += (
     ),
 )
 
+
+def _found(symptom: str, patterns: tuple[str, ...], cause: str, fix: str, breakage_id: str) -> Breakage:
+    """A breakage whose cause and fix doctor finds here (``cause_here`` / ``fix_here``); the
+    texts given are what ``check`` and ``doctor --explain`` say when only the error is known."""
+    return Breakage(breakage_id, symptom, patterns, _or("cause_here", cause), _or("fix_here", fix))
+
+
+# Breakages found beyond package versions (docs/breakages.md lists each with the public issue
+# that shows it). Looked for by doctor in the facts; their patterns name them in check output and
+# in text pasted to ``doctor --explain``.
+REGISTRY += (
+    _found(
+        "AttributeError: (partially initialized) module 'torch' has no attribute ... / the user's own torch.py runs",
+        (
+            r"partially initialized module '(torch|torchvision|numpy)'",
+            r"module '(torch|numpy)' has no attribute '(Tensor|cuda|__version__|ndarray)'",
+        ),
+        "a file or folder named like the package (torch.py, torchvision.py, numpy.py, torch/) in the working folder "
+        "is imported instead of the installed package by anything run from that folder",
+        "rename the file (and delete its __pycache__ entry), or run from another folder",
+        "module-shadowed",
+    ),
+    _found(
+        "ImportError: Failed to load PyTorch C extensions (torch/_C folder of the repository)",
+        (r"Failed to load PyTorch C extensions", r"No module named 'torch\._C'"),
+        "Python runs inside the PyTorch source tree, so `import torch` loads the checkout's torch/ folder, whose "
+        "C extensions are not built there",
+        "cd out of the source tree before running Python (or build it in place: `python setup.py develop`)",
+        "torch-source-tree",
+    ),
+    _found(
+        "ImportError: libtorch_cuda.so: undefined symbol: ncclCommRegister (or another nccl* symbol)",
+        (r"undefined symbol: nccl\w+",),
+        "two NCCL libraries are installed (e.g. nvidia-nccl-cu12 beside nvidia-nccl-cu13) and torch loads the one it "
+        "was not built against",
+        "uninstall the NCCL wheel torch does not require (`pip uninstall nvidia-nccl-cuXX`) and reinstall the one "
+        "torch pins (`pip install --force-reinstall --no-deps nvidia-nccl-cuYY==<torch's pin>`)",
+        "nccl-wheels-mixed",
+    ),
+    _found(
+        "an NGC image's torch stops matching the image (CUDA errors, missing NVIDIA extensions) after a pip install",
+        (),
+        "pip replaced the torch the NGC image ships (the image's /etc/pip/constraint.txt pins it) with a PyPI build",
+        "reinstall the image's torch (or start from a fresh container) and install packages with "
+        "`pip install -c /etc/pip/constraint.txt ...` so pip cannot replace torch",
+        "ngc-torch-replaced",
+    ),
+    _found(
+        "CUDA error 803: system has unsupported display driver / cuda driver combination "
+        "(forward-compat libs on a newer driver)",
+        (r"unsupported display driver / cuda driver combination", r"\berror 803\b"),
+        "CUDA's forward-compatibility libcuda (cuda-compat) is loaded on a host whose own driver is NEWER: the "
+        "compat library must never be older than the kernel module",
+        "take the cuda-compat folder out of LD_LIBRARY_PATH (the host driver already supports this CUDA)",
+        "forward-compat-misused",
+    ),
+    _found(
+        'FATAL: "--nv": executable file not found in $PATH (Apptainer ran --nv as the program)',
+        (r'"--nv": executable file not found', r"exec: --nv: not found", r"--nv: No such file or directory"),
+        "`--nv` was given after the image name, so Apptainer treats it as the command to run inside the image and "
+        "the job never starts",
+        "put every Apptainer option before the image: `apptainer exec --nv IMAGE COMMAND ...`",
+        "nv-after-image",
+    ),
+    _found(
+        "NCCL WARN Bootstrap : no socket interface found / connecting to address with family ... (NCCL_SOCKET_IFNAME)",
+        (
+            r"no socket interface found",
+            r"NCCL_SOCKET_IFNAME set to .*\n.*(no|unable)",
+            r"neither AF_INET\(2\) nor AF_INET6",
+        ),
+        "NCCL_SOCKET_IFNAME names a network interface this node does not have",
+        "set NCCL_SOCKET_IFNAME to an interface of this node (`ls /sys/class/net`), or unset it",
+        "nccl-socket-ifname",
+    ),
+    _found(
+        "CUDA error: invalid device ordinal / torch.cuda.device_count() is smaller than expected",
+        (r"invalid device ordinal",),
+        "CUDA_VISIBLE_DEVICES names GPUs this node does not have",
+        "unset CUDA_VISIBLE_DEVICES inside the job (Slurm sets it to the GPUs it gave the job) or list existing GPUs",
+        "cuda-visible-devices",
+    ),
+    _found(
+        "ERROR: ld.so: object '...' from LD_PRELOAD cannot be preloaded (cannot open shared object file): ignored",
+        (r"from LD_PRELOAD cannot be preloaded",),
+        "LD_PRELOAD names a library this node does not have (a tcmalloc/jemalloc/NCCL plugin path from "
+        "another machine)",
+        "remove the missing entry from LD_PRELOAD (or install the library on this node)",
+        "ld-preload-missing",
+    ),
+    _found(
+        "torch.compile / Triton fail: PermissionError ... '.triton' or 'torchinductor_<user>'",
+        (r"Permission denied: '[^']*(\.triton|torchinductor|torch_extensions)",),
+        "the folder torch.compile or Triton write their compiled kernels to cannot be created or written",
+        "point TRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR at a writable, private folder on local disk "
+        "(e.g. $TMPDIR/$USER/triton)",
+        "cache-dir-unusable",
+    ),
+    _found(
+        "ImportError: .../cuda_utils.so: failed to map segment from shared object (torch.compile on a noexec mount)",
+        (r"failed to map segment from shared object",),
+        "the cache folder Triton/Inductor load compiled code from is on a filesystem mounted noexec",
+        "point TRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR at a folder on a filesystem that allows exec",
+        "cache-dir-noexec",
+    ),
+    _found(
+        "RuntimeError: received 0 items of ancdata / Too many open files (DataLoader workers)",
+        (r"received 0 items of ancdata", r"Too many open files"),
+        "the open-files limit (ulimit -n) is too low for DataLoader workers, which pass every batch as a "
+        "file descriptor",
+        "raise the limit before starting Python (`ulimit -n $(ulimit -Hn)`; Docker: --ulimit nofile=65536), or "
+        "torch.multiprocessing.set_sharing_strategy('file_system')",
+        "open-files-limit",
+    ),
+    _found(
+        "RuntimeError: can't start new thread / pthread_create failed: Resource temporarily unavailable",
+        (r"can't start new thread", r"pthread_create failed", r"fork: retry: Resource temporarily unavailable"),
+        "the process limit (ulimit -u, RLIMIT_NPROC) is too low for torch's threads and DataLoader workers",
+        "raise it before starting Python (`ulimit -u $(ulimit -Hu)`) and cap threads with OMP_NUM_THREADS",
+        "process-limit",
+    ),
+    _found(
+        "NCCL WARN Call to ibv_reg_mr failed: Cannot allocate memory (InfiniBand)",
+        (r"ibv_reg_mr\w* failed", r"RLIMIT_MEMLOCK"),
+        "the locked-memory limit (ulimit -l) is too small for InfiniBand memory registration",
+        "run with an unlimited memlock limit: Docker --ulimit memlock=-1; Slurm PropagateResourceLimits / "
+        "/etc/security/limits.conf `* - memlock unlimited`",
+        "memlock-limit",
+    ),
+    _found(
+        "WARNING: Ignoring invalid distribution ~orch (...site-packages); half-installed packages",
+        (r"Ignoring invalid distribution ~",),
+        "an interrupted pip install or uninstall left renamed folders (~xxx) in site-packages",
+        "delete the ~xxx folders from site-packages and reinstall the package they belonged to",
+        "install-leftover",
+    ),
+    _found(
+        "A module that was compiled using NumPy 1.x cannot be run in NumPy 2.x / _ARRAY_API not found",
+        (r"compiled using NumPy 1\.x cannot be run in", r"_ARRAY_API not found", r"Numpy is not available"),
+        "a compiled package built against NumPy 1.x is loaded beside NumPy 2.x",
+        "install the NumPy the lock file pins (`pip install 'numpy<2'` if a package needs 1.x), or upgrade the "
+        "package built against NumPy 1.x",
+        "numpy-abi",
+    ),
+    _found(
+        "training runs several times slower than it should (a debugging variable was left set)",
+        (),
+        "a debugging variable that serialises or disables fast paths is set (CUDA_LAUNCH_BLOCKING=1, "
+        "NCCL_P2P_DISABLE=1, ...)",
+        "unset it for production runs",
+        "debug-env-left",
+    ),
+    _found(
+        "OSError: CUDA_HOME environment variable is not set / nvcc not found (extensions, torch.compile)",
+        (r"CUDA_HOME environment variable is not set",),
+        "CUDA_HOME points at a folder this node does not have (or one without bin/nvcc)",
+        "unset CUDA_HOME, or point it at this node's CUDA toolkit (the folder holding bin/nvcc)",
+        "cuda-home-missing",
+    ),
+    _found(
+        "RuntimeError: Unrecognized CachingAllocator option / invalid PYTORCH_CUDA_ALLOC_CONF",
+        (r"Unrecognized CachingAllocator option", r"Unrecognized key '.*' in (Accelerator|CUDA) allocator config"),
+        "PYTORCH_CUDA_ALLOC_CONF holds an option torch does not know, or a malformed key:value pair",
+        "fix or unset PYTORCH_CUDA_ALLOC_CONF (options: key:value pairs separated by commas, e.g. "
+        "expandable_segments:True,max_split_size_mb:512)",
+        "alloc-conf-invalid",
+    ),
+)
+
 BY_ID: dict[str, Breakage] = {b.id: b for b in REGISTRY}
 
 
@@ -460,6 +629,15 @@ def diagnosis(breakage_id: str, ctx: Context | None = None) -> Diagnosis:
     breakage = BY_ID[breakage_id]
     context = ctx or {}
     return Diagnosis(breakage.id, breakage.symptom, breakage.cause(context), breakage.fix(context))
+
+
+def matches(text: str, ctx: Context | None = None) -> list[Diagnosis]:
+    """Every breakage whose pattern occurs in ``text``, in registry order."""
+    return [
+        diagnosis(b.id, ctx)
+        for b in REGISTRY
+        if any(re.search(pattern, text, flags=re.IGNORECASE) for pattern in b.patterns)
+    ]
 
 
 def match(text: str, ctx: Context | None = None) -> Diagnosis | None:

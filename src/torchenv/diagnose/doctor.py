@@ -17,6 +17,7 @@ the exact command or setting.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
 import sys
@@ -29,7 +30,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from torchenv import __version__, safeio
-from torchenv.diagnose import breakages
+from torchenv.diagnose import breakages, causes
 from torchenv.spec import compat, gpuarch
 from torchenv.spec.model import StackSpec, VariantSpec, python_matches, version_matches
 
@@ -56,14 +57,20 @@ class Finding:
     cause: str
     fix: str
     evidence: tuple[str, ...] = field(default=())
+    key: str = ""  # the root cause it is (causes.cause_key); "" = the breakage id
 
     def to_dict(self) -> dict[str, Any]:
+        from torchenv.diagnose import causes
+
+        key = self.key or self.id
         return {
             "id": self.id,
             "symptom": self.symptom,
             "cause": self.cause,
             "fix": self.fix,
             "evidence": list(self.evidence),
+            "key": key,
+            "explains": list(causes.explains(key)),
         }
 
 
@@ -74,6 +81,7 @@ def _finding(
     cause: str | None = None,
     fix: str | None = None,
     ctx: Mapping[str, Any] | None = None,
+    key: str = "",
 ) -> Finding:
     full = {**(ctx or {})}
     if cause:
@@ -81,7 +89,7 @@ def _finding(
     if fix:
         full["fix_here"] = fix
     diag = breakages.diagnosis(breakage_id, full)
-    return Finding(diag.id, diag.symptom, diag.cause, diag.fix, tuple(evidence))
+    return Finding(diag.id, diag.symptom, diag.cause, diag.fix, tuple(evidence), key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,6 +165,7 @@ def rule_torch_import(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fi
                 cause=f"torch is not installed in this environment ({_section(facts, 'python').get('prefix', '?')}), "
                 f"run by {_section(facts, 'python').get('executable', '?')}",
                 fix=f"run doctor with the environment's own python, or {_rebuild(variant)}",
+                key="missing:torch",
             )
         ]
     known = breakages.match(error)
@@ -383,6 +392,25 @@ def rule_driver(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]
     if reason:
         evidence.append(f"torch.cuda.is_available() is False: {reason}")
     floor = variant.build.min_driver if variant.build.cuda == cuda else None
+    kernel_major = str(nvidia.get("kernel_module") or "").split(".")[0]
+    compat_major = str(libcuda.get("file_version") or "").split(".")[0]
+    compat_older = kernel_major.isdigit() and compat_major.isdigit() and int(compat_major) < int(kernel_major)
+    if nvidia.get("forward_compat") and compat_older:
+        # the compat libcuda is OLDER than the host driver (error 803), NVIDIA's forward-compatibility
+        # notes: compat libraries only ever go over an older driver
+        compat_dir = os.path.dirname(str(libcuda.get("realpath", ""))) or "the cuda-compat folder"
+        return [
+            _finding(
+                "forward-compat-misused",
+                evidence,
+                cause=f"the forward-compatibility libcuda {libcuda.get('file_version')} from {compat_dir} is "
+                "loaded "
+                f"over the host's NEWER driver {driver}: CUDA refuses the pair (error 803 'unsupported display "
+                "driver / cuda driver combination'); the host driver already supports this CUDA",
+                fix=f"take {compat_dir} out of LD_LIBRARY_PATH (and out of /etc/ld.so.conf.d in the image); the "
+                "host driver serves CUDA directly",
+            )
+        ]
     if nvidia.get("forward_compat"):
         consumer = [d["name"] for d in _devices(facts) if _CONSUMER_GPU.search(str(d.get("name", "")))]
         failing = not runtime.get("available")
@@ -844,7 +872,488 @@ def rule_cpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
     ]
 
 
+# --------------------------------------------------------------------------------------------
+# Beyond versions: the working folder, what the job runs under, and what was left behind. Each
+# rule names the public issue that shows the breakage (docs/breakages.md has them all).
+
+
+def rule_shadowing(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """A torch.py / torchvision.py / numpy.py / torch/ in the working folder, or the PyTorch source
+    tree as the working folder (pytorch/pytorch#36042, #574, #62470). Found from the paths alone:
+    the shadowing file is never imported."""
+    shadow = _section(facts, "shadowing")
+    cwd = str(shadow.get("cwd") or "")
+    out: list[Finding] = []
+    tree = shadow.get("source_tree")
+    if isinstance(tree, dict) and tree.get("root"):
+        root = str(tree["root"])
+        installed = (_sub(_sub(shadow, "modules"), "torch").get("installed") or {}).get("path")
+        out.append(
+            _finding(
+                "torch-source-tree",
+                [
+                    f"working folder {root} is a PyTorch source checkout ({', '.join(tree.get('markers') or [])}, "
+                    f"torch/__init__.py)",
+                    f"the installed torch: {installed or 'none found outside this folder'}",
+                ],
+                cause=f"you are inside the PyTorch source tree ({root}): anything run from this folder imports "
+                f"{root}/torch instead of the installed torch"
+                + ("" if tree.get("built_in_place") else ", and its C extensions are not built there")
+                + ' ("Failed to load PyTorch C extensions")',
+                fix=f"cd out of {root} before running Python (e.g. `cd ~`); to use the checkout itself, build it in "
+                "place (`python setup.py develop` or `pip install -e . --no-build-isolation`)",
+                key="shadowed:torch",
+            )
+        )
+    modules = _sub(shadow, "modules")
+    for name in ("torch", "torchvision", "numpy"):
+        entry = _sub(modules, name)
+        found = entry.get("shadow")
+        if not isinstance(found, dict) or (name == "torch" and out):
+            continue
+        path = str(found.get("path"))
+        rel = "./" + os.path.relpath(path, cwd) + ("/" if found.get("kind") == "package" else "") if cwd else path
+        installed = (entry.get("installed") or {}).get("path")
+        stem = os.path.basename(path.rstrip("/"))
+        new = f"my_{stem}"
+        out.append(
+            _finding(
+                "module-shadowed",
+                [
+                    f"{path} ({'a package folder' if found.get('kind') == 'package' else 'a module file'}) in the "
+                    f"working folder {cwd}",
+                    f"the installed {name}: {installed or 'not installed'}",
+                ],
+                cause=f"`{rel}` shadows the installed {name} for anything run from this folder ({path}; "
+                f"`python -m`, `python -c`, scripts and notebooks here import it instead of "
+                f"{installed or 'the installed ' + name})",
+                fix=f"rename it: `mv {path} {os.path.join(os.path.dirname(path), new)}` (and delete "
+                f"{os.path.join(os.path.dirname(path), '__pycache__', name)}.*.pyc), then update your imports",
+                key=f"shadowed:{name}",
+            )
+        )
+    return out
+
+
+def _installed(facts: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(p.get("name", "")).lower().replace("_", "-"): str(p.get("version", ""))
+        for p in facts.get("packages") or []
+        if isinstance(p, dict)
+    }
+
+
+def rule_promised_packages(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """What the variant promises is installed: torchvision when it is pinned, and the packages list
+    (the same judgement as check's facts.promised_packages). Skipped when nothing is known."""
+    have = _installed(facts)
+    if not have:
+        return []
+    out: list[Finding] = []
+    if variant.torchvision and "torchvision" not in have:
+        out.append(
+            _finding(
+                "missing-package",
+                [
+                    f"variant '{variant.name}' pins torchvision {variant.torchvision}; "
+                    "no torchvision distribution is installed"
+                ],
+                ctx={"package": "torchvision", "where": "torchvision"},
+                cause="torchvision is not installed in this environment "
+                f"({_section(facts, 'python').get('prefix', '?')})",
+                fix=f"pip install 'torchvision=={variant.torchvision}' from the same index as torch, "
+                f"or {_rebuild(variant)}",
+                key="missing:torchvision",
+            )
+        )
+    missing = [n for n in variant.packages if n.lower().replace("_", "-") not in have]
+    if missing:
+        out.append(
+            _finding(
+                "missing-package",
+                [f"the spec's packages list for '{variant.name}': not installed: {', '.join(missing)}"],
+                ctx={"package": ", ".join(missing)},
+                cause=f"packages the spec promises are not installed: {', '.join(missing)}",
+                fix=f"install them from the variant's lock (`pip install --require-hashes -r env/pip.lock`), or "
+                f"{_rebuild(variant)}",
+                key="missing:packages",
+            )
+        )
+    return out
+
+
+def rule_nccl_wheels(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Two NCCL wheels at once (nvidia-nccl-cu12 beside -cu13): torch may load the wrong libnccl
+    ("undefined symbol: ncclCommRegister", pytorch/pytorch#119932, #186591)."""
+    have = _installed(facts)
+    nccl = sorted(n for n in have if re.fullmatch(r"nvidia-nccl-cu\d+", n))
+    if len(nccl) < 2:
+        return []
+    cuda = str(_torch(facts).get("cuda") or "")
+    keep = f"nvidia-nccl-cu{cuda.split('.', maxsplit=1)[0]}" if cuda else None
+    drop = [n for n in nccl if n != keep] if keep in nccl else nccl[:-1]
+    return [
+        _finding(
+            "nccl-wheels-mixed",
+            [f"{n} {have[n]} is installed" for n in nccl]
+            + ([f"torch {_torch(facts).get('version')} is built with CUDA {cuda} (it uses {keep})"] if keep else []),
+            cause=f"{len(nccl)} NCCL wheels are installed ({', '.join(f'{n} {have[n]}' for n in nccl)}); they ship "
+            "the same "
+            "libnccl.so.2 and torch can load the one it was not built against (ImportError: undefined symbol: "
+            "ncclCommRegister)",
+            fix=f"pip uninstall -y {' '.join(drop)}"
+            + (f" && pip install --force-reinstall --no-deps '{keep}=={have[keep]}'" if keep in nccl else ""),
+        )
+    ]
+
+
+def rule_ngc_torch_replaced(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """pip's constraint file (NGC: /etc/pip/constraint.txt) pins torch, and another torch is
+    installed: a pip install bypassed it and replaced the image's build."""
+    constraint = _section(facts, "pip_constraint")
+    pins = _sub(constraint, "pins")
+    have = _installed(facts)
+    torch_v = str(_torch(facts).get("version") or have.get("torch") or "")
+    out: list[Finding] = []
+    for name in ("torch", "torchvision"):
+        pin = pins.get(name)
+        installed = torch_v if name == "torch" else have.get(name)
+        if not pin or not installed:
+            continue
+        pinned, current = _version(str(pin)), _version(installed)
+        if pinned is not None and current is not None and pinned == current:
+            continue
+        if pinned is None and str(pin) == installed:
+            continue
+        files = ", ".join(constraint.get("paths") or [])
+        out.append(
+            _finding(
+                "ngc-torch-replaced",
+                [f"{files} pins {name}=={pin}", f"installed: {name} {installed}"],
+                cause=f"{name} {installed} is installed where the image's constraint file ({files}) pins "
+                f"{name}=={pin}: a pip install replaced the image's build (pip was run with the constraint "
+                "bypassed, e.g. --force-reinstall or PIP_CONSTRAINT unset)",
+                fix=f"restore the image's {name} (start a fresh container from the image), and install extra packages "
+                f"with `pip install -c {files.split(', ')[0]} PACKAGE` so pip keeps {name}=={pin}",
+            )
+        )
+    return out
+
+
+def _argv_nv_after_image(argv: Sequence[str]) -> str | None:
+    """The image named before ``--nv`` in an ``apptainer|singularity exec|run|shell`` command line."""
+    from torchenv.diagnose import explain
+
+    return explain.nv_after_image(argv)
+
+
+def rule_kernel_nv(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Jupyter kernels that start Apptainer with --nv after the image (the kernel never starts)."""
+    out: list[Finding] = []
+    for spec in facts.get("kernelspecs") or []:
+        argv = spec.get("argv") if isinstance(spec, dict) else None
+        if not isinstance(argv, list):
+            continue
+        image = _argv_nv_after_image(argv)
+        if image is None:
+            continue
+        out.append(
+            _finding(
+                "nv-after-image",
+                [f"{spec['path']}: argv = {json.dumps(argv)}"],
+                cause=f"the kernel {spec['path']} runs Apptainer with --nv after the image {image}: Apptainer runs "
+                '"--nv" as the program inside the image, so the kernel dies at start (FATAL: "--nv": executable '
+                "file not found in $PATH)",
+                fix=f'edit {spec["path"]}: move "--nv" before "{image}" in argv',
+            )
+        )
+    return out
+
+
+def _interfaces_wanted(value: str) -> tuple[bool, bool, list[str]]:
+    """NCCL_SOCKET_IFNAME syntax: ^ excludes, = matches exactly, else prefixes; comma separated."""
+    exclude = value.startswith("^")
+    body = value[1:] if exclude else value
+    exact = body.startswith("=")
+    body = body[1:] if exact else body
+    return exclude, exact, [p for p in body.split(",") if p]
+
+
+def rule_nccl_ifname(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """NCCL_SOCKET_IFNAME names interfaces this node lacks (NCCL fails or falls back, NVIDIA/nccl#1837)."""
+    value = str((facts.get("env") or {}).get("NCCL_SOCKET_IFNAME") or "")
+    ifaces = facts.get("net_interfaces")
+    if not value or not isinstance(ifaces, list) or not ifaces:
+        return []
+    exclude, exact, names = _interfaces_wanted(value)
+    if exclude or not names:
+        return []
+    matched = [i for i in ifaces if any(i == n if exact else i.startswith(n) for n in names)]
+    if matched:
+        return []
+    usable = [i for i in ifaces if i != "lo" and not i.startswith("docker")]
+    return [
+        _finding(
+            "nccl-socket-ifname",
+            [f"NCCL_SOCKET_IFNAME={value}", f"this node's interfaces (/sys/class/net): {', '.join(ifaces)}"],
+            cause=f"NCCL_SOCKET_IFNAME={value} matches no interface of this node ({', '.join(ifaces)}): NCCL's "
+            "bootstrap finds no socket interface and multi-GPU / multi-node init fails",
+            fix=(f"export NCCL_SOCKET_IFNAME={usable[0]}" if usable else "unset NCCL_SOCKET_IFNAME")
+            + " (or unset it and let NCCL pick; with different names per node use a prefix list, e.g. "
+            "NCCL_SOCKET_IFNAME=eth,ib)",
+        )
+    ]
+
+
+def rule_cuda_visible(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """CUDA_VISIBLE_DEVICES lists GPU indices this node does not have ("invalid device ordinal")."""
+    visible = _section(facts, "cuda_visible")
+    value, node = visible.get("value"), visible.get("node_gpus")
+    if value is None or not isinstance(node, int) or node == 0:
+        return []
+    entries = [e.strip() for e in str(value).split(",") if e.strip()]
+    indices = [e for e in entries if e.isdigit()]
+    absent = [e for e in indices if int(e) >= node]
+    if not absent:
+        return []
+    present = [e for e in indices if int(e) < node]
+    return [
+        _finding(
+            "cuda-visible-devices",
+            [f"CUDA_VISIBLE_DEVICES={value}", f"this node has {node} NVIDIA GPU(s) (indices 0-{node - 1})"],
+            cause=f"CUDA_VISIBLE_DEVICES={value} names GPU(s) {', '.join(absent)}, which this node does not have "
+            f"({node} GPU(s)): CUDA ignores the list from the first absent index on, so torch sees "
+            f"{len(present)} GPU(s) and cuda:N fails with 'invalid device ordinal'",
+            fix=(f"export CUDA_VISIBLE_DEVICES={','.join(present)}" if present else "unset CUDA_VISIBLE_DEVICES")
+            + " (in a Slurm job, do not override the value Slurm sets for the GPUs it gave the job)",
+        )
+    ]
+
+
+def rule_ld_preload(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """LD_PRELOAD names libraries that do not exist here: every process prints a loader error and
+    runs without them (a tcmalloc or NCCL plugin missing changes behaviour silently)."""
+    entries = [e for e in facts.get("ld_preload") or [] if isinstance(e, dict)]
+    missing = [e["entry"] for e in entries if e.get("exists") is False]
+    if not missing:
+        return []
+    keep = [e["entry"] for e in entries if e["entry"] not in missing]
+    return [
+        _finding(
+            "ld-preload-missing",
+            [f"LD_PRELOAD entry {m} does not exist on this node" for m in missing],
+            cause=f"LD_PRELOAD names {', '.join(missing)}, which this node does not have: every process prints "
+            '"ERROR: ld.so: object ... cannot be preloaded" and runs without it',
+            fix=(f"export LD_PRELOAD={' '.join(keep)}" if keep else "unset LD_PRELOAD")
+            + f" (drops {', '.join(missing)}), or install the library on this node",
+        )
+    ]
+
+
+def rule_cache_dirs(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """The folders torch.compile, Triton and torch.hub write to are usable, and compiled code can be
+    loaded from them (noexec mounts: pytorch/pytorch#123054)."""
+    out: list[Finding] = []
+    for entry in facts.get("cache_dirs") or []:
+        if not isinstance(entry, dict):
+            continue
+        var, path = entry.get("var"), entry.get("path")
+        how = f"{var}={path}" if entry.get("set_by") == "environment" else f"{var} unset: the default {path}"
+        if entry.get("usable") is False:
+            out.append(
+                _finding(
+                    "cache-dir-unusable",
+                    [how, str(entry.get("reason"))],
+                    cause=f"{path} cannot be used for {var}: {entry.get('reason')}; torch.compile / Triton / "
+                    "torch.hub fail with PermissionError or FileNotFoundError when they write there",
+                    fix=f"export {var}=${{TMPDIR:-/tmp}}/$USER/{str(var).lower()} (a private folder on local disk), "
+                    "or fix the folder's permissions",
+                )
+            )
+        elif entry.get("noexec"):
+            out.append(
+                _finding(
+                    "cache-dir-noexec",
+                    [how, f"{path} lies on {entry.get('mount')}, mounted noexec"],
+                    cause=f"{path} ({var}) is on {entry.get('mount')}, mounted noexec: Triton and Inductor build "
+                    "shared objects there and cannot load them ('failed to map segment from shared object')",
+                    fix=f"export {var}=/path/on/an/exec/filesystem (e.g. a folder on local scratch), or remount "
+                    f"{entry.get('mount')} without noexec",
+                )
+            )
+    return out
+
+
+#: Below these soft limits DataLoader workers and torch threads run out (see the breakages).
+NOFILE_MIN = 4096
+NPROC_MIN = 1024
+
+
+def rule_limits(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Process limits the job runs under: open files (DataLoader, pytorch/pytorch#973), processes
+    and threads (RLIMIT_NPROC), locked memory where InfiniBand is present (NCCL)."""
+    limits = _section(facts, "limits")
+    out: list[Finding] = []
+    nofile = _sub(limits, "nofile")
+    soft, hard = nofile.get("soft"), nofile.get("hard")
+    if isinstance(soft, int) and soft < NOFILE_MIN:
+        raise_to = "unlimited" if hard is None else str(hard)
+        out.append(
+            _finding(
+                "open-files-limit",
+                [f"open files (ulimit -n, RLIMIT_NOFILE): soft {soft}, hard {raise_to}"],
+                cause=f"this process may open only {soft} files (ulimit -n): DataLoader workers send every batch as "
+                "file descriptors and run out ('received 0 items of ancdata', 'Too many open files')",
+                fix=(
+                    f"ulimit -n {min(hard, 65536) if isinstance(hard, int) else 65536} before starting Python"
+                    if hard is None or hard > soft
+                    else f"the hard limit is {hard} too: ask for more (Docker --ulimit nofile=65536, Slurm "
+                    "PropagateResourceLimits) "
+                )
+                + "; or torch.multiprocessing.set_sharing_strategy('file_system')",
+            )
+        )
+    nproc = _sub(limits, "nproc")
+    soft, hard = nproc.get("soft"), nproc.get("hard")
+    if isinstance(soft, int) and soft < NPROC_MIN and _section(facts, "platform").get("uid") != 0:
+        out.append(
+            _finding(
+                "process-limit",
+                [
+                    f"processes/threads (ulimit -u, RLIMIT_NPROC): soft {soft}, "
+                    f"hard {'unlimited' if hard is None else hard}"
+                ],
+                cause=f"this user may run only {soft} processes and threads (ulimit -u, counted across all of the "
+                "user's processes): torch's OpenMP threads and DataLoader workers fail with \"can't start new "
+                'thread" / pthread_create EAGAIN',
+                fix=f"ulimit -u {'unlimited' if hard is None else hard} before starting Python (or ask for a higher "
+                "limit), and cap threads with OMP_NUM_THREADS",
+            )
+        )
+    memlock = _sub(limits, "memlock")
+    soft = memlock.get("soft")
+    hcas = list(_section(facts, "infiniband").get("devices") or [])
+    if hcas and isinstance(soft, int) and soft < 2**40:
+        out.append(
+            _finding(
+                "memlock-limit",
+                [f"locked memory (ulimit -l): {soft // 1024} KiB", f"InfiniBand adapters: {', '.join(hcas)}"],
+                cause=f"locked memory is limited to {soft // 1024} KiB while NCCL registers its InfiniBand buffers: "
+                "ibv_reg_mr fails with 'Cannot allocate memory' and NCCL falls back or aborts",
+                fix="run with an unlimited memlock limit: docker run --ulimit memlock=-1; Slurm: "
+                "PropagateResourceLimits=ALL with `* - memlock unlimited` in /etc/security/limits.conf",
+            )
+        )
+    return out
+
+
+def rule_install_leftovers(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """~xxx folders an interrupted pip left in site-packages."""
+    leftovers = [e for e in facts.get("install_leftovers") or [] if isinstance(e, dict)]
+    if not leftovers:
+        return []
+    paths = [e["path"] for e in leftovers]
+    return [
+        _finding(
+            "install-leftover",
+            [f"left in site-packages: {p}" for p in paths],
+            cause=f"an interrupted pip install/uninstall left {len(paths)} renamed folder(s) in site-packages "
+            f"({', '.join(os.path.basename(p) for p in paths)}): pip warns 'Ignoring invalid distribution' and the "
+            "package they belonged to may be half-installed",
+            fix=f"rm -rf {' '.join(paths)} and reinstall the affected package (`pip install --force-reinstall "
+            "--no-deps "
+            "PACKAGE==VERSION` from the lock)",
+        )
+    ]
+
+
+#: Debugging variables that make every run slow, and what they do.
+_DEBUG_ENV = {
+    "CUDA_LAUNCH_BLOCKING": "makes every CUDA kernel launch synchronous",
+    "NCCL_P2P_DISABLE": "turns off NVLink/PCIe peer-to-peer between GPUs",
+    "NCCL_SHM_DISABLE": "turns off NCCL's shared-memory transport",
+    "TORCH_COMPILE_DEBUG": "writes debug traces for every compiled graph",
+}
+
+
+def rule_debug_env(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    env = facts.get("env") or {}
+    on = [k for k in _DEBUG_ENV if str(env.get(k, "")).strip() not in ("", "0")]
+    if not on:
+        return []
+    return [
+        _finding(
+            "debug-env-left",
+            [f"{k}={env[k]}: {_DEBUG_ENV[k]}" for k in on],
+            cause=f"{', '.join(f'{k}={env[k]}' for k in on)} is set: {'; '.join(_DEBUG_ENV[k] for k in on)}, so "
+            "training runs several times slower",
+            fix=f"unset {' '.join(on)}",
+        )
+    ]
+
+
+def rule_cuda_home(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    home = _section(facts, "cuda_home")
+    if not home or (home.get("exists") and home.get("nvcc")):
+        return []
+    what = "does not exist" if not home.get("exists") else "has no bin/nvcc"
+    return [
+        _finding(
+            "cuda-home-missing",
+            [f"CUDA_HOME={home.get('path')} {what}"],
+            cause=f"CUDA_HOME={home.get('path')} {what} on this node: torch.utils.cpp_extension, Triton and "
+            "torch.compile look for nvcc and CUDA headers there and fail",
+            fix="unset CUDA_HOME (torch's wheels carry their CUDA libraries), or point it at this node's toolkit "
+            "(the folder holding bin/nvcc)",
+        )
+    ]
+
+
+_ALLOC_KEYS = {
+    "backend",
+    "max_split_size_mb",
+    "max_non_split_rounding_mb",
+    "roundup_power2_divisions",
+    "garbage_collection_threshold",
+    "expandable_segments",
+    "release_lock_on_cudamalloc",
+    "pinned_use_cuda_host_register",
+    "pinned_num_register_threads",
+    "pinned_use_background_threads",
+    "pinned_reserve_segment_size_mb",
+    "graph_capture_record_stream_reuse",
+    "per_process_memory_fraction",
+}
+
+
+def rule_alloc_conf(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """PYTORCH_CUDA_ALLOC_CONF is parsed at the first CUDA allocation: an unknown key or a
+    malformed pair raises there, long after start-up."""
+    value = str((facts.get("env") or {}).get("PYTORCH_CUDA_ALLOC_CONF") or "")
+    if not value:
+        return []
+    bad: list[str] = []
+    for part in [p.strip() for p in value.split(",") if p.strip()]:
+        key, sep, val = part.partition(":")
+        if not sep or not val.strip():
+            bad.append(f"{part!r} is not key:value")
+        elif key.strip() not in _ALLOC_KEYS:
+            bad.append(f"unknown option {key.strip()!r}")
+    if not bad:
+        return []
+    return [
+        _finding(
+            "alloc-conf-invalid",
+            [f"PYTORCH_CUDA_ALLOC_CONF={value}", *bad],
+            cause=f"PYTORCH_CUDA_ALLOC_CONF={value}: {'; '.join(bad)}; torch raises at the first CUDA allocation",
+            fix="fix or unset PYTORCH_CUDA_ALLOC_CONF: comma-separated key:value pairs from "
+            f"{', '.join(sorted(_ALLOC_KEYS)[:6])}, ... (e.g. expandable_segments:True)",
+        )
+    ]
+
+
 RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
+    rule_shadowing,
     rule_torch_import,
     rule_glibcxx,
     rule_torch_location,
@@ -859,6 +1368,19 @@ RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
     rule_user_site,
     rule_pythonpath,
     rule_cpu,
+    rule_promised_packages,
+    rule_nccl_wheels,
+    rule_ngc_torch_replaced,
+    rule_kernel_nv,
+    rule_nccl_ifname,
+    rule_cuda_visible,
+    rule_ld_preload,
+    rule_cache_dirs,
+    rule_limits,
+    rule_install_leftovers,
+    rule_debug_env,
+    rule_cuda_home,
+    rule_alloc_conf,
 )
 
 
@@ -876,8 +1398,20 @@ def findings(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
                 out.append(found)
             else:
                 merged = tuple(dict.fromkeys((*same.evidence, *found.evidence)))
-                out[out.index(same)] = Finding(same.id, same.symptom, same.cause, same.fix, merged)
+                out[out.index(same)] = Finding(same.id, same.symptom, same.cause, same.fix, merged, same.key)
     return out
+
+
+def causes_for_check(
+    checks: Sequence[Mapping[str, Any]], facts: Mapping[str, Any], variant: VariantSpec
+) -> list[causes.Cause]:
+    """The root causes a ``torchenv check`` report ends with: its failures grouped by cause, plus
+    what shadows the stack in the working folder (found from paths: the suite itself runs in a
+    private folder, so a ./torch.py there never ran, but anything else started here imports it)."""
+    from torchenv.probe import shadow
+
+    extra = [f.to_dict() for f in rule_shadowing({"shadowing": shadow.shadow_facts()}, variant)]
+    return causes.for_check(checks, facts, torchvision_pinned=bool(variant.torchvision), extra=extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -905,6 +1439,7 @@ def build_report(
         },
         "healthy": not found,
         "findings": [f.to_dict() for f in found],
+        "causes": [dict(c) for c in causes.for_findings([f.to_dict() for f in found])],
         "cpu_budget": cpu_budget(facts),
         "seconds": round(seconds, 2),
         "facts": dict(facts),
@@ -953,6 +1488,8 @@ def render(report: Mapping[str, Any]) -> str:
         lines.append(f"    cause: {item['cause']}")
         lines.append(f"    fix:   {item['fix']}")
         lines.append("")
+    lines.extend(causes.render(report.get("causes") or [], checks_label="would fail in `torchenv check`"))
+    lines.append("")
     ids = ", ".join(dict.fromkeys(f["id"] for f in found))
     lines.append(f"UNHEALTHY: {len(found)} problem(s) found ({ids}) in {report['seconds']:.1f}s")
     return "\n".join(lines)
@@ -960,6 +1497,19 @@ def render(report: Mapping[str, Any]) -> str:
 
 def write_json(report: Mapping[str, Any], path: str) -> None:
     safeio.write_json(path, report, what="torchenv doctor --json")
+
+
+def explain_text(text: str, json_path: str | None) -> int:
+    """``doctor --explain``: the known breakages behind an error message or job script (no environment
+    is looked at). Exit 1 when something was recognised, else 0."""
+    from torchenv.diagnose import explain
+
+    known = explain.explain(text)
+    print(explain.render(known))
+    if json_path:
+        write_json({"schema": SCHEMA, "torchenv_version": __version__, "explained": known}, json_path)
+        print(f"report: {json_path}")
+    return 1 if known else 0
 
 
 def examine(stack: StackSpec, variant: VariantSpec, json_path: str | None, argv: list[str]) -> int:

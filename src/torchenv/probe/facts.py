@@ -289,6 +289,16 @@ DOCTOR_ENV_VARS = (
     "SLURM_JOB_CPUS_PER_NODE",
     "KUBERNETES_SERVICE_HOST",
     "PYTHONUSERBASE",
+    "LD_PRELOAD",
+    "CUDA_LAUNCH_BLOCKING",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TORCH_HOME",
+    "PIP_CONSTRAINT",
+    "NVIDIA_PYTORCH_VERSION",
+    "JUPYTER_PATH",
+    "CUDA_PATH",
 )
 
 _GLIBCXX = re.compile(rb"GLIBCXX_(\d+)\.(\d+)(?:\.(\d+))?(?![\d.])")
@@ -670,4 +680,18 @@ def doctor_facts() -> dict[str, Any]:
     facts["container"] = _guard(container_facts)
     facts["import_paths"] = _guard(import_path_facts)
     facts["torchvision_build"] = _guard(torchvision_build_facts)
+    # what the job runs under (limits, variables naming things, leftovers, kernels) and where the
+    # stack would be imported from when run from this folder: read only, nothing imported
+    from torchenv.probe import environment, shadow
+
+    facts["shadowing"] = _guard(shadow.shadow_facts)
+    facts["limits"] = _guard(environment.rlimits)
+    facts["net_interfaces"] = _guard(environment.net_interfaces)
+    facts["ld_preload"] = _guard(environment.ld_preload)
+    facts["cache_dirs"] = _guard(environment.cache_dirs)
+    facts["cuda_visible"] = _guard(environment.cuda_visible)
+    facts["pip_constraint"] = _guard(environment.pip_constraint)
+    facts["install_leftovers"] = _guard(environment.install_leftovers)
+    facts["kernelspecs"] = _guard(environment.kernelspecs)
+    facts["cuda_home"] = _guard(environment.cuda_home)
     return facts

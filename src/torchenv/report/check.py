@@ -11,6 +11,7 @@ from typing import Any
 
 from torchenv import __version__, safeio
 from torchenv.check.runner import SuiteRun
+from torchenv.diagnose import causes, doctor
 from torchenv.report import table
 from torchenv.spec.model import StackSpec, VariantSpec
 
@@ -55,6 +56,7 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
             "launches": run.launches,
         },
         "checks": [r.to_dict() for r in run.results],
+        "causes": [dict(c) for c in doctor.causes_for_check([r.to_dict() for r in run.results], facts, variant)],
         "facts": facts,
         "packages": packages,
         "packages_fingerprint": fingerprint,
@@ -131,6 +133,9 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
                 lines.append(f"    fix:   {diag['fix']}")
         lines.append(f"  full log: {report['log']}")
     lines.append("")
+    if report.get("causes"):
+        lines.extend(causes.render(report["causes"]))
+        lines.append("")
     verdict = "PASSED" if s["outcome"] == "passed" else f"FAILED ({s['reason']})"
     lines.append(
         f"{verdict}: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped in {s['seconds']:.1f}s"
