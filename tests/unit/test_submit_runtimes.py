@@ -133,3 +133,28 @@ def test_unknown_runtime_and_runtime_without_image_are_refused() -> None:
         submit.launch_problem(submit.Launch(python="/e/bin/python", runtime="pyxis"))
     with pytest.raises(TorchenvError, match="absolute path"):
         submit.launch_problem(submit.Launch(image="nvcr.io#nvidia/pytorch:26.09-py3", runtime="edf", edf="rel.toml"))
+
+
+def test_request_builds_each_runtimes_launch(tmp_path: Path) -> None:
+    sqsh = tmp_path / "torchenv-ngc.sqsh"
+    sqsh.write_bytes(b"hsqs")
+    base = {"variant": "ngc", "workdir": str(tmp_path / "w"), "gpus_per_node": 4}
+    pyxis = submit.request(submit.SubmitOptions(**base, image=str(sqsh), runtime="pyxis"))  # type: ignore[arg-type]
+    assert pyxis.launch.runtime == "pyxis" and pyxis.launch.image == str(sqsh) and pyxis.launch.gpu
+    edf = submit.request(submit.SubmitOptions(**base, image="nvcr.io#nvidia/pytorch:26.09-py3", runtime="edf"))  # type: ignore[arg-type]
+    assert edf.launch.edf == str(tmp_path / "w" / "torchenv-edf.toml")
+    hpc = submit.request(submit.SubmitOptions(**base, image="torchenv:ngc", runtime="podman-hpc"))  # type: ignore[arg-type]
+    assert hpc.launch.torchenv()[:5] == ["podman-hpc", "run", "--rm", "--gpu", "--nccl"]
+    with pytest.raises(TorchenvError, match="no such file"):
+        submit.request(submit.SubmitOptions(**base, image=str(tmp_path / "missing.sqsh"), runtime="pyxis"))  # type: ignore[arg-type]
+    with pytest.raises(TorchenvError, match="'#'"):
+        submit.request(submit.SubmitOptions(**base, image="nvcr.io/nvidia/pytorch:26.09-py3", runtime="pyxis"))  # type: ignore[arg-type]
+    with pytest.raises(TorchenvError, match="applies to --image only"):
+        submit.request(submit.SubmitOptions(variant="ngc", runtime="pyxis"))
+
+
+def test_cli_refuses_an_unknown_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchenv.cli import main as cli
+
+    assert cli.main(["submit", "--variant", "ngc", "--image", "x.sif", "--runtime", "docker"]) == 2
+    assert "--runtime" in capsys.readouterr().err

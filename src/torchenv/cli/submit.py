@@ -46,11 +46,23 @@ def add_parser(sub: Any) -> None:
         "DataLoader workers + 1)",
     )
     launch = p.add_mutually_exclusive_group()
-    launch.add_argument("--image", metavar="SIF", help="run inside this Apptainer image (apptainer exec --nv)")
+    launch.add_argument(
+        "--image",
+        metavar="SIF|SQSH|REF",
+        help="run inside this image: an Apptainer SIF (default), or with --runtime a .sqsh / REGISTRY#IMAGE:TAG "
+        "(pyxis, edf) or an image name (podman-hpc)",
+    )
     launch.add_argument(
         "--python",
         metavar="EXE",
         help="the environment's interpreter (a venv's or conda prefix's bin/python; default: this one)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=jobs.RUNTIMES,
+        default=None,
+        help="how the nodes run --image: apptainer exec --nv (default); pyxis (srun --container-image); edf "
+        "(CSCS Container Engine: srun --environment=FILE, the file written to --workdir); podman-hpc (NERSC)",
     )
     options.add_spec(p)
     options.add_number(
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             cpus_per_task=args.cpus_per_task,
             image=args.image,
             python=args.python,
+            runtime=args.runtime,
             spec=args.spec,
             timeout=args.timeout,
             json=args.json,

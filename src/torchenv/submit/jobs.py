@@ -83,9 +83,8 @@ class Launch:
     """How a job runs Python inside the variant: an image through a container runtime, or an
     environment's interpreter."""
 
-    image: str | None = (
-        None  # a SIF (apptainer), a .sqsh or registry#image:tag (pyxis, edf), an image name (podman-hpc)
-    )
+    #: a SIF (apptainer), a .sqsh or registry#image:tag (pyxis, edf), an image name (podman-hpc)
+    image: str | None = None
     python: str | None = None  # absolute path of the environment's python (venv or conda prefix)
     apptainer: str = "apptainer"
     binds: tuple[str, ...] = ()  # folders the image must see (reports, spec)
@@ -937,6 +936,7 @@ class SubmitOptions:
     cpus_per_task: int = DEFAULT_CPUS
     image: str | None = None
     python: str | None = None
+    runtime: str | None = None  # how --image runs: one of RUNTIMES (default apptainer)
     spec: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     json: str | None = None
@@ -977,6 +977,16 @@ def _pass_through(option: str, value: str) -> tuple[str, ...]:
     return words
 
 
+def _is_image_file(image: str, runtime: str) -> bool:
+    """Whether ``--image`` names a file on the shared filesystem (else a registry reference or an
+    engine's image name): a SIF for Apptainer; for pyxis and EDF a path or a ``.sqsh``."""
+    if runtime == "apptainer":
+        return True
+    if runtime in ("pyxis", "edf"):
+        return image.startswith(("/", "./", "../")) or image.endswith(".sqsh")
+    return False
+
+
 def request(args: SubmitOptions) -> Request:
     from torchenv.spec import model as spec_mod
 
@@ -990,14 +1000,30 @@ def request(args: SubmitOptions) -> Request:
     bench_args = _pass_through("--bench-args", args.bench_args)
     if bench_args and not args.bench:
         raise TorchenvError("--bench-args without --bench.", fix="add --bench, or drop --bench-args")
-    if args.image:
-        image = Path(args.image).absolute()
-        if not image.is_file():
-            raise TorchenvError(f"--image {args.image}: no such file.", fix="pass the path of an Apptainer SIF")
-        binds = [str(workdir)] + ([str(Path(spec).parent)] if spec else [])
-        launch = Launch(
-            image=str(image), apptainer=os.environ.get("TORCHENV_APPTAINER") or "apptainer", binds=tuple(binds)
+    runtime = args.runtime or "apptainer"
+    if args.runtime and not args.image:
+        raise TorchenvError(
+            f"--runtime {args.runtime} applies to --image only (an environment's python runs as it is).",
+            fix="add --image REF|PATH, or drop --runtime",
         )
+    if args.image:
+        binds = [str(workdir)] + ([str(Path(spec).parent)] if spec else [])
+        image = args.image
+        if _is_image_file(image, runtime):
+            path = Path(image).absolute()
+            if not path.is_file():
+                what = "an Apptainer SIF" if runtime == "apptainer" else "an enroot .sqsh (or REGISTRY#IMAGE:TAG)"
+                raise TorchenvError(f"--image {args.image}: no such file.", fix=f"pass the path of {what}")
+            image = str(path)
+        launch = Launch(
+            image=image,
+            apptainer=os.environ.get("TORCHENV_APPTAINER") or "apptainer",
+            binds=tuple(binds),
+            runtime=runtime,
+            edf=str(workdir / "torchenv-edf.toml") if runtime == "edf" else None,
+            gpu=args.gpus_per_node > 0,
+        )
+        launch_problem(launch)
     else:
         python = os.path.abspath(args.python or sys.executable)  # not resolve(): a venv's python is a symlink
         if not os.access(python, os.X_OK):
@@ -1023,14 +1049,16 @@ def request(args: SubmitOptions) -> Request:
     )
 
 
-def _prepare(target: Target) -> Path:
+def _prepare(req: Request, target: Target) -> Path:
+    from torchenv import safeio
+
     target.directory.mkdir(parents=True, exist_ok=True)
     for pattern in ("check-*", "bench-*", "allreduce-*", "slurm-*.out"):
         for stale in target.directory.glob(pattern):
             stale.unlink()
-    script = target.directory / "job.sbatch"
-    script.write_text(target.script, encoding="utf-8")
-    return script
+    for path, text in job_files(req, target).items():  # the script, and the EDF its steps name
+        safeio.write_text(path, text, what="torchenv submit")
+    return target.directory / "job.sbatch"
 
 
 def submit(args: SubmitOptions) -> int:
@@ -1056,7 +1084,7 @@ def submit(args: SubmitOptions) -> int:
     try:
         with sigterm_as_interrupt():
             for target in targets:
-                script = _prepare(target)
+                script = _prepare(req, target)
                 job_id = slurm.submit(script)
                 submitted[job_id] = target.partition
                 print(f"torchenv submit: {target.partition}: submitted job {job_id} ({script})", flush=True)
