@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,9 @@ from typing import Any
 
 from torchenv import paths
 from torchenv.engines import apptainer
-from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
+from torchenv.engines import git as git_engine
+from torchenv.engines.docker import BuildFailed, DockerEngine, check_in_container, connect, parse_step
+from torchenv.engines.run import CommandTimeout
 from torchenv.errors import TorchenvError, sigterm_as_interrupt
 from torchenv.plan import ngc
 from torchenv.probe import facts
@@ -112,31 +113,10 @@ def make_context(ctx: Path, spec_file: Path, ca_certs: list[Path], log: Path) ->
     shutil.copyfile(spec_file, ctx / "torchenv" / "stack.toml")
     for i, cert in enumerate(ca_certs):
         shutil.copyfile(cert, ctx / "torchenv" / "ca-certificates" / f"torchenv-site-{i}-{cert.stem}.crt")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--quiet",
-        "-w",
-        str(ctx / "torchenv" / "wheels"),
-        str(PROJECT),
-    ]
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        status = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
-    if status != 0:
-        raise BuildFailed("building torchenv's wheel for the image failed.", fix=f"see {log}")
-
-
-def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown" if out.returncode == 0 else "unknown"
+        git_engine.torchenv_wheel(PROJECT, ctx / "torchenv" / "wheels", log)
+    except TorchenvError as exc:
+        raise BuildFailed(exc.message, fix=exc.fix) from None
 
 
 def build(opts: Options, out: Callable[[str], None] = print) -> int:
@@ -190,9 +170,9 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             args = ngc.build_args(
                 variant,
                 base=opts.base,
-                vcs_ref=_git("rev-parse", "HEAD"),
+                vcs_ref=git_engine.describe(PROJECT, "rev-parse", "HEAD"),
                 build_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                source_url=_git("remote", "get-url", "origin"),
+                source_url=git_engine.describe(PROJECT, "remote", "get-url", "origin"),
             )
             with log.open("a") as fh:
 
@@ -213,27 +193,21 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
                 f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
                 f"/dev/shm {ngc.SHM_SIZE}, GPUs: {'all' if gpus else 'none on this host'})"
             )
-            out_dir = workdir / "out"
-            out_dir.mkdir()
-            out_dir.chmod(0o777)
-            status, logs = engine.run(
-                tmp_tag,
-                ngc.check_command(notebook=notebook_promised(variant.packages)),
-                ngc.run_options(gpus=gpus, out_dir=str(out_dir)),
-                labels={"io.torchenv.build": run_id},
-                timeout=CHECK_TIMEOUT,
-            )
-            with log.open("a") as fh:
-                fh.write(f"\n--- in-container check (exit {status}) ---\n{logs}\n")
-            report_file = out_dir / "report.json"
-            if not report_file.is_file():
-                done(False, "no report")
-                raise BuildFailed(
-                    f"the in-container check wrote no report (exit {status}): "
-                    f"{logs.strip().splitlines()[-1:] or ['no output']}.",
-                    fix=f"see {log}",
+            try:
+                checked = check_in_container(
+                    engine,
+                    tmp_tag,
+                    ngc.check_command(notebook=notebook_promised(variant.packages)),
+                    lambda out_dir: ngc.run_options(gpus=gpus, out_dir=out_dir),
+                    run_id=run_id,
+                    workdir=workdir,
+                    log=log,
+                    timeout=CHECK_TIMEOUT,
                 )
-            check_report = json.loads(report_file.read_text())
+            except BuildFailed:
+                done(False, "no report")
+                raise
+            status, check_report, out_dir = checked.status, checked.report, checked.out_dir
             result["check"] = check_report
             # `torchenv check --json` in the container wrote the SBOM of what it checked beside its report;
             # the image itself carries the one its RUN step wrote (label io.torchenv.sbom).
@@ -323,7 +297,11 @@ def _sif_phase(
     def_file = workdir / "torchenv-ngc.def"
     def_file.write_text(definition)
     progress.phase(f"building the SIF {sif} ({'with' if promises_hold else 'without'} %test)")
-    code = apptainer.run(apptainer.build_command(exe, str(sif_tmp), str(def_file), run_test=promises_hold), log)
+    try:
+        code = apptainer.run(apptainer.build_command(exe, str(sif_tmp), str(def_file), run_test=promises_hold), log)
+    except CommandTimeout as exc:
+        done(False, "timed out")
+        raise BuildFailed(f"apptainer build {exc.message}", fix=f"see {log}") from None
     done(code == 0)
     if code != 0:
         raise BuildFailed(f"apptainer build failed (exit {code}).", fix=f"see {log}")
@@ -339,9 +317,13 @@ def _sif_phase(
     sif_out.chmod(0o777)
     sif_report = sif_out / "report.json"
     progress.phase(f"checking inside the SIF (GPUs: {'--nv' if gpus else 'none on this host'})")
-    code = apptainer.run(
-        apptainer.exec_check_command(exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)), log
-    )
+    try:
+        code = apptainer.run(
+            apptainer.exec_check_command(exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)), log
+        )
+    except CommandTimeout as exc:
+        done(False, "timed out")
+        raise BuildFailed(f"the smoke suite in the SIF: {exc.message}", fix=f"see {log}") from None
     data = json.loads(sif_report.read_text()) if sif_report.is_file() else None
     done(code == 0, f"exit {code}")
     if code != 0:

@@ -30,7 +30,7 @@ from torchenv import paths
 from torchenv.build.ngc import Progress, validate_ca_cert
 from torchenv.engines import git as git_engine
 from torchenv.engines import run as cmd
-from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
+from torchenv.engines.docker import BuildFailed, DockerEngine, check_in_container, connect, parse_step
 from torchenv.errors import TorchenvError, sigterm_as_interrupt
 from torchenv.plan import ngc, source
 from torchenv.probe import facts
@@ -243,27 +243,18 @@ def build_container(
                 f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
                 f"GPUs: {'all' if gpus else 'none on this host'})"
             )
-            out_dir = workdir / "out"
-            out_dir.mkdir()
-            out_dir.chmod(0o777)
-            status, logs = engine.run(
+            checked = check_in_container(
+                engine,
                 tmp_tag,
                 check_command(opts.check_only),
-                ngc.run_options(gpus=gpus, out_dir=str(out_dir)),
-                labels={"io.torchenv.build": run_id},
+                lambda out_dir: ngc.run_options(gpus=gpus, out_dir=out_dir),
+                run_id=run_id,
+                workdir=workdir,
+                log=log,
                 timeout=CHECK_TIMEOUT,
             )
             phases["check"] = round(time.monotonic() - t0, 2)
-            with log.open("a") as fh:
-                fh.write(f"\n--- in-container check (exit {status}) ---\n{logs}\n")
-            report_file = out_dir / "report.json"
-            if not report_file.is_file():
-                raise BuildFailed(
-                    f"the in-container check wrote no report (exit {status}): "
-                    f"{logs.strip().splitlines()[-1:] or ['no output']}.",
-                    fix=f"see {log}",
-                )
-            check_report = json.loads(report_file.read_text())
+            status, check_report = checked.status, checked.report
             result["check"] = check_report
             out(report_mod.summary(check_report))
             if status != 0:

@@ -1,6 +1,7 @@
 """``torchenv`` command line: check | build | spec.
 
-Exit statuses: 0 all good, 1 a check failed, 2 bad usage / bad spec / missing tool, 130 interrupted.
+Exit statuses: 0 all good, 1 a check failed, 2 bad usage / bad spec / missing tool, 130 interrupted
+(Ctrl-C), 143 stopped by SIGTERM, 129 stopped by SIGHUP.
 Errors are one paragraph naming the file, key or command and the fix; never a traceback.
 """
 
@@ -18,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchenv import __version__, paths
+from torchenv import __version__, errors, paths
 from torchenv.errors import TorchenvError, require_writable
 from torchenv.spec.model import Promises, StackSpec, VariantSpec
 
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", metavar="SECONDS", type=float, help="cap every check's timeout (default: per group, 60-300 s)"
     )
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    check.add_argument(
+        "--keep", action="store_true", help="keep the run folder (log, stack dumps) in TMPDIR and print where it is"
+    )
     check.add_argument(
         "--notebook",
         action="store_true",
@@ -224,7 +228,14 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
 
     if not args.quiet:
         print(f"torchenv check: running the smoke suite for variant '{variant.name}' ", end="", flush=True)
-    run = runner.run_suite(variant, groups=args.only, timeout=args.timeout, on_result=progress)
+    run = runner.run_suite(
+        variant,
+        groups=args.only,
+        timeout=args.timeout,
+        on_result=progress,
+        keep=args.keep,
+        warn=lambda text: print(f"\ntorchenv: warning: {text}", file=sys.stderr),
+    )
     notebook_section = None
     if args.notebook:
         from torchenv.check import notebook
@@ -260,6 +271,8 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         report_mod.print_summary(report)
         if args.json:
             print(f"report: {args.json}")
+    if args.keep:
+        print(f"torchenv check: kept the run folder {Path(run.log_path).parent} (log: {run.log_path})")
     return report_mod.exit_code(report)
 
 
@@ -344,6 +357,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    previous = errors.install_signal_handlers()  # SIGTERM/SIGHUP stop children, clean up, like Ctrl-C
     try:
         args = _parser().parse_args(args_list)
         builtin = {"check": lambda a: cmd_check(a, ["torchenv", *args_list]), "build": cmd_build, "spec": cmd_spec}
@@ -358,9 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except KeyboardInterrupt:
-        print("torchenv: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
+        code, line = errors.interrupted_exit(exc)
+        print(line, file=sys.stderr)
+        return code
     except Exception as exc:  # a bug in torchenv: say so in one paragraph, keep the traceback in a file
         dump = Path(tempfile.gettempdir()) / f"torchenv-crash-{os.getpid()}.txt"
         try:
@@ -370,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = ""
         print(f"torchenv: internal error: {type(exc).__name__}: {exc}{where}. Please report it.", file=sys.stderr)
         return 3
+    finally:
+        errors.restore_signal_handlers(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,7 @@ DRAIN_AFTER_EXIT = 2.0
 #: What ``stdout=`` may be for :func:`start`: inherit (None), a file opened for writing, or these.
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT  # as stderr=: merged into stdout
 
 Sink = int | IO[bytes] | IO[str] | None
 
