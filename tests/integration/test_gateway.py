@@ -170,3 +170,23 @@ def test_run_plan_runs_steps_and_stops_at_a_failed_one(tmp_path: Path) -> None:
     bad = [Step("install", ("sh", "-c", "exit 4"), kind="install"), Step("check", ("sh", "-c", "exit 0"))]
     with pytest.raises(TorchenvError, match="step 'install' failed with exit status 4"):
         gateway.run_plan(bad)
+
+
+def test_apptainer_run_timeout_is_enforced_while_output_is_open(tmp_path: Path) -> None:
+    """Issue 13: engines/apptainer.run reached wait(timeout) only after stdout closed, so a 4 s
+    command with timeout=1 returned 0 after 4 s (a hung `apptainer build` hung for ever)."""
+    from torchenv.engines import apptainer
+
+    marker = f"TORCHENV_GATEWAY_TEST={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    os.environ[key] = value
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(gateway.CommandTimeout):
+            apptainer.run(["sh", "-c", "echo building; sleep 4; echo done"], tmp_path / "log", timeout=1)
+        assert time.monotonic() - t0 < 3.5
+    finally:
+        del os.environ[key]
+    assert _gone(marker) == []
+    log = (tmp_path / "log").read_text()
+    assert log.splitlines()[-2:] == ["building", "[torchenv] stopped after 1 s (timeout)"]

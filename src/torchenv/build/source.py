@@ -188,6 +188,11 @@ def make_context(ctx: Path, variant: spec_mod.VariantSpec, opts: Options, spec_f
             git_engine.mirror_tag(Path(path), comps[name].tag, ctx / "torchenv" / "src" / f"{name}.git", log)
 
 
+# Not yet one pipeline (issue 13 -> "Architecture 2"): build_container here, build.ngc.build and
+# build.ngc.build_apptainer_only still each write out the same skeleton (run id, log, work folder,
+# timed phases, try/except/finally with cleanup, a torchenv.build/1 report of its own shape). Their
+# shared "check inside the image, read its report" phase is engines.docker.check_in_container; the
+# rest (temp tag -> check -> optional SIF -> push -> tag) is the next step, with one report shape.
 def build_container(
     stack: spec_mod.StackSpec, variant: spec_mod.VariantSpec, opts: Options, out: Callable[[str], None]
 ) -> int:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from torchenv.diagnose import breakages
 from torchenv.engines import run as gateway
@@ -85,13 +85,13 @@ def _private_dir(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
         kind = "a symlink" if path.is_symlink() else "not a folder" if path.exists() else exc.strerror
-        raise CacheUnsafe(f"{path} is {kind}") from None
+        raise CacheUnsafe(f"it is {kind}") from None
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid():
-            raise CacheUnsafe(f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})")
+            raise CacheUnsafe(f"it is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})")
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise CacheUnsafe(f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o})")
+            raise CacheUnsafe(f"it is writable by others (mode {stat.S_IMODE(st.st_mode):04o})")
         if stat.S_IMODE(st.st_mode) != 0o700:
             os.fchmod(fd, 0o700)
     finally:
@@ -114,7 +114,7 @@ def cache_root(warn: Callable[[str], None] | None = None) -> Path:
             _private_dir(root)
         except (CacheUnsafe, OSError) as exc:
             raise TorchenvError(
-                f"TORCHENV_CACHE_DIR: {exc}; torchenv runs code from its compile cache, so it must be "
+                f"TORCHENV_CACHE_DIR={root}: {exc}; torchenv runs code from its compile cache, so it must be "
                 "private to the user running the check.",
                 fix="point TORCHENV_CACHE_DIR at a folder of your own with mode 0700 (or unset it)",
             ) from None
@@ -291,6 +291,13 @@ def _kill(proc: gateway.Child) -> None:
     proc.stop()
 
 
+def _append(log: BinaryIO, text: str) -> None:
+    """The runner's own lines in the log; a full disk (ENOSPC) loses them, not the run."""
+    with contextlib.suppress(OSError):
+        log.write(text.encode())
+        log.flush()
+
+
 def _remove(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -339,8 +346,7 @@ def run_suite(
         while True:
             launches += 1
             cmd = pytest_command(python, run_dir, groups, list(done))
-            log.write(f"\n$ {' '.join(cmd)}\n".encode())
-            log.flush()
+            _append(log, f"\n$ {' '.join(cmd)}\n")
             launched = time.perf_counter()
             proc = gateway.start(cmd, full_env=env, stdout=log, stderr=gateway.STDOUT)
             current: tuple[str, float] | None = None
@@ -380,7 +386,7 @@ def run_suite(
                                 )
                             )
                             if ev.get("detail"):
-                                log.write(f"\n--- {ev.get('check')}: detail ---\n{ev['detail']}\n".encode())
+                                _append(log, f"\n--- {ev.get('check')}: detail ---\n{ev['detail']}\n")
                     if exited:
                         break
                     if current is not None:
@@ -508,7 +514,7 @@ def run_suite(
             )
     if any(r.outcome == "failed" for r in done.values()):
         log_text = log_path.read_text(errors="replace")
-        folders = {"TMPDIR": run_dir, "the compile cache": cache}
+        folders = {"TMPDIR": run_dir.parent, "the compile cache": cache}
         for result in done.values():
             _disk_full(result, log_text, folders)
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
