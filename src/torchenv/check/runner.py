@@ -179,8 +179,12 @@ def _disk_full(result: CheckResult, log_text: str, folders: Mapping[str, Path]) 
     diag_id = (result.diagnosis or {}).get("id")
     text = result.message + " " + " ".join((result.diagnosis or {}).values())
     if diag_id != "disk-full" and not _NO_SPACE.search(text):
-        section = log_text[log_text.find(f"--- {result.check}: detail ---") :] if result.check in log_text else ""
-        if not (section and _NO_SPACE.search(section[:20000])):
+        # this check's own detail section of the log (up to the next section), where the compiler's
+        # output says what the exception's message does not
+        start = log_text.find(f"\n--- {result.check}: detail ---\n")
+        end = log_text.find("\n--- ", start + 1) if start >= 0 else -1
+        section = log_text[start : end if end > 0 else None] if start >= 0 else ""
+        if not _NO_SPACE.search(section):
             return
     where = "; ".join(f"{what} {_usage(path)}" for what, path in folders.items())
     result.diagnosis = breakages.diagnosis(
