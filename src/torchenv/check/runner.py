@@ -455,7 +455,7 @@ def run_suite(
                         {
                             "detail": detail,
                             "fix_hint": f"see the stack dump in {run_dir / 'stacks.txt'} and the log "
-                            f"{log_path}; the rest of the suite ran on",
+                            f"{log_path} (both kept with --keep); the rest of the suite ran on",
                         },
                     )
                     message = f"timed out after {item['timeout']:.0f} s" + (f" (in {where})" if where else "")

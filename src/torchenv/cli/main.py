@@ -258,6 +258,8 @@ def cmd_check(args: argparse.Namespace, argv: list[str]) -> int:
         from torchenv.report import sbom
 
         report["sbom"] = str(sbom.write(sbom.for_report(report), sbom_path))
+    if not args.json and not args.keep:
+        report["log"] = None  # the run folder is removed at exit: name no log that will not exist
     if args.json:
         log_copy = Path(args.json).with_suffix(".log")
         shutil.copyfile(run.log_path, log_copy)
