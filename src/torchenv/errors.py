@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 #: Exit statuses shared by every command.
 EXIT_OK = 0
@@ -62,15 +64,60 @@ def require_writable(path: str, what: str, *, folder: bool = False) -> None:
         ) from None
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived (a batch system's cancel, a closed terminal or SSH session).
+
+    A KeyboardInterrupt, so every ``except KeyboardInterrupt`` / ``finally`` that cleans up after
+    Ctrl-C (stopping children's process groups, removing temporary tags and folders) runs for these
+    signals too; the command then exits 128 + the signal's number (143, 129), Ctrl-C stays 130."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+#: The signals that stop a command like Ctrl-C does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    # Once stopping, a repeated SIGTERM/SIGHUP (e.g. scancel's follow-up) must not break the
+    # cleanup that is running: ignore it. The cleanup itself is bounded (SIGKILL after a grace).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def install_signal_handlers() -> dict[int, _Handler]:
+    """Make SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread (every command).
+    Returns the handlers they had, for :func:`restore_signal_handlers` (none off the main thread,
+    where Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_interrupted) for sig in STOP_SIGNALS}
+
+
+def restore_signal_handlers(previous: dict[int, _Handler]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def interrupted_exit(exc: KeyboardInterrupt) -> tuple[int, str]:
+    """The exit status and the one line a command prints when it was stopped by ``exc``."""
+    if isinstance(exc, Interrupted):
+        name = signal.Signals(exc.signum).name
+        return 128 + exc.signum, f"torchenv: stopped by {name} (children stopped, temporary files removed)"
+    return 130, "torchenv: interrupted"
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a batch system's cancel) cleans up like Ctrl-C."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    """SIGTERM and SIGHUP (a batch system's cancel, a hang-up) clean up like Ctrl-C, inside this block."""
+    previous = install_signal_handlers()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signal_handlers(previous)

@@ -354,6 +354,7 @@ CASES: dict[str, Case] = {
 
 #: Error text users paste for breakages doctor also finds in the facts: --explain names them too.
 TEXTS: dict[str, str] = {
+    "disk-full": "OSError: [Errno 28] No space left on device: '/tmp/torchenv-cache-0/inductor/x.so'",
     "triton-libcuda": "AssertionError: libcuda.so cannot found!",
     "module-shadowed": "AttributeError: partially initialized module 'torch' has no attribute 'cuda'",
     "torch-source-tree": "ImportError: Failed to load PyTorch C extensions:\n    It appears that PyTorch has loaded",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from torchenv.build import ngc as build_ngc
+from torchenv.build import pipeline
 from torchenv.engines import apptainer
 from torchenv.engines.docker import StepEvent, connect, parse_step
 from torchenv.errors import ToolMissing, TorchenvError
@@ -167,16 +167,16 @@ def test_ca_certificate_validation(tmp_path: Path) -> None:
     key = tmp_path / "site.key"
     key.write_text("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
     with pytest.raises(TorchenvError, match="contains a private key"):
-        build_ngc.validate_ca_cert(str(key))
+        pipeline.validate_ca_cert(str(key))
     junk = tmp_path / "junk.crt"
     junk.write_text("hello")
     with pytest.raises(TorchenvError, match="is not a PEM certificate"):
-        build_ngc.validate_ca_cert(str(junk))
+        pipeline.validate_ca_cert(str(junk))
     with pytest.raises(TorchenvError, match="cannot read it"):
-        build_ngc.validate_ca_cert(str(tmp_path / "missing.crt"))
+        pipeline.validate_ca_cert(str(tmp_path / "missing.crt"))
     good = tmp_path / "ca.crt"
     good.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    assert build_ngc.validate_ca_cert(str(good)) == good
+    assert pipeline.validate_ca_cert(str(good)) == good
 
 
 def test_bootstrap_sources() -> None:

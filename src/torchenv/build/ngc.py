@@ -11,21 +11,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchenv import paths
+from torchenv import paths, safeio
+from torchenv.build.pipeline import BuildRun, Progress, validate_ca_cert
 from torchenv.engines import apptainer
-from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
-from torchenv.errors import TorchenvError, sigterm_as_interrupt
+from torchenv.engines import git as git_engine
+from torchenv.engines.docker import BuildFailed, check_in_container, connect, parse_step
+from torchenv.engines.run import CommandTimeout
+from torchenv.errors import TorchenvError
 from torchenv.plan import ngc
 from torchenv.probe import facts
 from torchenv.report import check as report_mod
@@ -35,6 +32,9 @@ from torchenv.spec.model import notebook_promised
 PROJECT = paths.PROJECT
 DOCKERFILE = PROJECT / "containers" / "ngc" / "Dockerfile"
 CHECK_TIMEOUT = 3600.0
+#: `apptainer build` squashes the whole image (20+ GB for NGC): on slow shared storage that has taken
+#: more than an hour, so its bound is wider than the check's. It is a real bound now (the gateway).
+SIF_BUILD_TIMEOUT = 3 * 3600.0
 
 
 @dataclass
@@ -77,59 +77,6 @@ def plan_lines(variant: spec_mod.VariantSpec, opts: Options) -> list[str]:
     ]
 
 
-@dataclass
-class Phase:
-    name: str
-    seconds: float
-    ok: bool
-    detail: str = ""
-
-
-class Progress:
-    """Steps done/total, the current step and the elapsed time; one line per step off a TTY."""
-
-    def __init__(self, stream: Any = None, label: str = "torchenv build ngc") -> None:
-        self.label = label
-        self.stream = stream or sys.stdout
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-
-    def step(self, index: int, total: int, what: str) -> None:
-        text = f"[{index}/{total}] {what[:70]}  ({time.monotonic() - self.start:.0f}s)"
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def phase(self, text: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-        self.stream.write(f"{self.label}: {text}\n")
-        self.stream.flush()
-
-
-def validate_ca_cert(path: str) -> Path:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="ascii", errors="replace")
-    except OSError as exc:
-        raise TorchenvError(
-            f"--ca-cert {path}: cannot read it ({exc.strerror}).", fix="pass the path of a PEM CA certificate (.crt)"
-        ) from None
-    if "PRIVATE KEY" in text:
-        raise TorchenvError(
-            f"--ca-cert {path} contains a private key.",
-            fix="pass only the public CA certificate; keys and credentials never go into an image",
-        )
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise TorchenvError(
-            f"--ca-cert {path} is not a PEM certificate.",
-            fix="convert it with `openssl x509 -in FILE -out FILE.crt -outform PEM`",
-        )
-    return p
-
-
 def make_context(ctx: Path, spec_file: Path, ca_certs: list[Path], log: Path) -> None:
     """The build context: the committed Dockerfile, the spec, CA certificates, torchenv's wheel."""
     (ctx / "torchenv" / "ca-certificates").mkdir(parents=True)
@@ -138,31 +85,10 @@ def make_context(ctx: Path, spec_file: Path, ca_certs: list[Path], log: Path) ->
     shutil.copyfile(spec_file, ctx / "torchenv" / "stack.toml")
     for i, cert in enumerate(ca_certs):
         shutil.copyfile(cert, ctx / "torchenv" / "ca-certificates" / f"torchenv-site-{i}-{cert.stem}.crt")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--quiet",
-        "-w",
-        str(ctx / "torchenv" / "wheels"),
-        str(PROJECT),
-    ]
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        status = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
-    if status != 0:
-        raise BuildFailed("building torchenv's wheel for the image failed.", fix=f"see {log}")
-
-
-def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown" if out.returncode == 0 else "unknown"
+        git_engine.torchenv_wheel(PROJECT, ctx / "torchenv" / "wheels", log)
+    except TorchenvError as exc:
+        raise BuildFailed(exc.message, fix=exc.fix) from None
 
 
 def build(opts: Options, out: Callable[[str], None] = print) -> int:
@@ -181,38 +107,26 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
     if not DOCKERFILE.is_file():
         raise TorchenvError(f"{DOCKERFILE} is missing.", fix="run torchenv build from a torchenv checkout")
     engine = connect(opts.engine)
-    run_id = uuid.uuid4().hex[:10]
-    tmp_tag = f"torchenv-tmp:ngc-{run_id}"
-    reports_dir = Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    log = Path(opts.log) if opts.log else reports_dir / "ngc-build.log"
-    log.write_text(f"torchenv build ngc {run_id} {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
-    workdir = Path(tempfile.mkdtemp(prefix=f"torchenv-ngc-{run_id}-"))
-    progress = Progress()
-    phases: list[Phase] = []
-    result: dict[str, Any] = {
-        "schema": "torchenv.build/1",
-        "variant": "ngc",
-        "run_id": run_id,
-        "spec": {"path": stack.path, "hash": variant.spec_hash},
-        "log": str(log),
-    }
-    final: str | None = None
-    pushed: str | None = None
-    sif_tmp = Path(f"{opts.sif}.tmp-{run_id}") if opts.sif else None
-
-    def timed(name: str) -> Callable[..., None]:
-        t0 = time.monotonic()
-
-        def done(ok: bool, detail: str = "") -> None:
-            phases.append(Phase(name, round(time.monotonic() - t0, 2), ok, detail))
-
-        return done
-
-    try:
-        with sigterm_as_interrupt():
+    with BuildRun(
+        variant="ngc",
+        command="torchenv build ngc",
+        reports_dir=Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve(),
+        log=opts.log,
+        log_name="ngc-build.log",
+        json_path=opts.json,
+        label="torchenv build ngc",
+        extra={"spec": {"path": stack.path, "hash": variant.spec_hash}},
+    ) as run:
+        run_id, log, workdir, progress, result = run.run_id, run.log, run.workdir, run.progress, run.result
+        tmp_tag = f"torchenv-tmp:ngc-{run_id}"
+        sif_tmp = Path(f"{opts.sif}.tmp-{run_id}") if opts.sif else None
+        pushed: str | None = None
+        run.on_cleanup(lambda: _remove_sif(sif_tmp))
+        run.on_cleanup(lambda: engine.untag(tmp_tag))
+        run.on_cleanup(lambda: engine.remove_containers({"io.torchenv.build": run_id}))
+        try:
             # 1. context and build under a temporary tag
-            done = timed("build")
+            done = run.timed("build")
             progress.phase(f"building {tmp_tag} from {opts.base or ngc.image_reference(variant)} (log: {log})")
             ctx = workdir / "context"
             ctx.mkdir()
@@ -220,9 +134,9 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             args = ngc.build_args(
                 variant,
                 base=opts.base,
-                vcs_ref=_git("rev-parse", "HEAD"),
+                vcs_ref=git_engine.describe(PROJECT, "rev-parse", "HEAD"),
                 build_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                source_url=_git("remote", "get-url", "origin"),
+                source_url=git_engine.describe(PROJECT, "remote", "get-url", "origin"),
             )
             with log.open("a") as fh:
 
@@ -237,41 +151,34 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             result["image"] = engine.image_facts(tmp_tag)
 
             # 2. the smoke suite inside the image, as a cluster runs it
-            done = timed("check")
+            done = run.timed("check")
             gpus = facts.nvml_driver() is not None
             progress.phase(
                 f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
                 f"/dev/shm {ngc.SHM_SIZE}, GPUs: {'all' if gpus else 'none on this host'})"
             )
-            out_dir = workdir / "out"
-            out_dir.mkdir()
-            out_dir.chmod(0o777)
-            status, logs = engine.run(
-                tmp_tag,
-                ngc.check_command(notebook=notebook_promised(variant.packages)),
-                ngc.run_options(gpus=gpus, out_dir=str(out_dir)),
-                labels={"io.torchenv.build": run_id},
-                timeout=CHECK_TIMEOUT,
-            )
-            with log.open("a") as fh:
-                fh.write(f"\n--- in-container check (exit {status}) ---\n{logs}\n")
-            report_file = out_dir / "report.json"
-            if not report_file.is_file():
-                done(False, "no report")
-                raise BuildFailed(
-                    f"the in-container check wrote no report (exit {status}): "
-                    f"{logs.strip().splitlines()[-1:] or ['no output']}.",
-                    fix=f"see {log}",
+            try:
+                checked = check_in_container(
+                    engine,
+                    tmp_tag,
+                    ngc.check_command(notebook=notebook_promised(variant.packages)),
+                    lambda out_dir: ngc.run_options(gpus=gpus, out_dir=out_dir),
+                    run_id=run_id,
+                    workdir=workdir,
+                    log=log,
+                    timeout=CHECK_TIMEOUT,
                 )
-            check_report = json.loads(report_file.read_text())
+            except BuildFailed:
+                done(False, "no report")
+                raise
+            status, check_report, out_dir = checked.status, checked.report, checked.out_dir
             result["check"] = check_report
             # `torchenv check --json` in the container wrote the SBOM of what it checked beside its report;
             # the image itself carries the one its RUN step wrote (label io.torchenv.sbom).
             sbom_file = out_dir / "report.cdx.json"
             result["sbom"] = {"in_image": ngc.SBOM_IN_IMAGE, "path": None}
             if opts.sbom and sbom_file.is_file():
-                Path(opts.sbom).resolve().parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(sbom_file, opts.sbom)
+                safeio.copy_file(sbom_file, opts.sbom, what="torchenv build ngc --sbom")
                 result["sbom"]["path"] = opts.sbom
             out(report_mod.summary(check_report))
             done(status == 0, check_report["summary"]["outcome"])
@@ -285,14 +192,14 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             if opts.sif and sif_tmp is not None and apptainer_exe:
                 definition = ngc.render_definition(variant, ngc.Bootstrap("docker-daemon", tmp_tag))
                 result["sif"] = _sif_phase(
-                    apptainer_exe, variant, definition, sif_tmp, opts.sif, workdir, log, gpus, progress, timed
+                    apptainer_exe, variant, definition, sif_tmp, opts.sif, workdir, log, gpus, progress, run.timed
                 )
 
             # 4. push (credentials from the engine's config only), then the final tag
             torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
             final = opts.tag or ngc.final_tag(variant, torch_version)
             if opts.push:
-                done = timed("push")
+                done = run.timed("push")
                 pushed = f"{opts.push}:{final.rpartition(':')[2]}"
                 progress.phase(f"pushing {pushed}")
                 engine.tag(image_id, pushed)
@@ -315,23 +222,10 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
                 + (f", pushed {pushed}" if pushed else "")
             )
             return 0
-    except BuildFailed as exc:
-        result["outcome"] = "failed"
-        result["error"] = exc.render()
-        if pushed:
-            engine.untag(pushed)
-        raise
-    except KeyboardInterrupt:
-        result["outcome"] = "interrupted"
-        raise
-    finally:
-        _cleanup(engine, run_id, tmp_tag, workdir, sif_tmp)
-        result["phases"] = [p.__dict__ for p in phases]
-        result["seconds"] = {p.name: p.seconds for p in phases}
-        if opts.json:
-            report_mod.write_json(result, opts.json)
-        with log.open("a") as fh:
-            fh.write(f"\nphases: {json.dumps(result['seconds'])}\n")
+        except BuildFailed:
+            if pushed:
+                engine.untag(pushed)
+            raise
 
 
 def _sif_phase(
@@ -353,7 +247,15 @@ def _sif_phase(
     def_file = workdir / "torchenv-ngc.def"
     def_file.write_text(definition)
     progress.phase(f"building the SIF {sif} ({'with' if promises_hold else 'without'} %test)")
-    code = apptainer.run(apptainer.build_command(exe, str(sif_tmp), str(def_file), run_test=promises_hold), log)
+    try:
+        code = apptainer.run(
+            apptainer.build_command(exe, str(sif_tmp), str(def_file), run_test=promises_hold),
+            log,
+            timeout=SIF_BUILD_TIMEOUT,
+        )
+    except CommandTimeout as exc:
+        done(False, "timed out")
+        raise BuildFailed(exc.message, fix=f"see {log}") from None
     done(code == 0)
     if code != 0:
         raise BuildFailed(f"apptainer build failed (exit {code}).", fix=f"see {log}")
@@ -369,9 +271,15 @@ def _sif_phase(
     sif_out.chmod(0o777)
     sif_report = sif_out / "report.json"
     progress.phase(f"checking inside the SIF (GPUs: {'--nv' if gpus else 'none on this host'})")
-    code = apptainer.run(
-        apptainer.exec_check_command(exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)), log
-    )
+    try:
+        code = apptainer.run(
+            apptainer.exec_check_command(exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)),
+            log,
+            timeout=CHECK_TIMEOUT,
+        )
+    except CommandTimeout as exc:
+        done(False, "timed out")
+        raise BuildFailed(f"the smoke suite in the SIF: {exc.message}", fix=f"see {log}") from None
     data = json.loads(sif_report.read_text()) if sif_report.is_file() else None
     done(code == 0, f"exit {code}")
     if code != 0:
@@ -399,82 +307,42 @@ def build_apptainer_only(opts: Options, out: Callable[[str], None] = print) -> i
             out(line)
         return 0
     exe = apptainer.executable()
-    run_id = uuid.uuid4().hex[:10]
-    reports_dir = Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    log = Path(opts.log) if opts.log else reports_dir / "ngc-build.log"
-    log.write_text(f"torchenv build ngc --engine apptainer {run_id}\n")
-    workdir = Path(tempfile.mkdtemp(prefix=f"torchenv-ngc-{run_id}-"))
-    sif_tmp = Path(f"{opts.sif}.tmp-{run_id}")
-    phases: list[Phase] = []
     base = opts.base or ngc.image_reference(variant)
-    result: dict[str, Any] = {
-        "schema": "torchenv.build/1",
-        "variant": "ngc",
-        "engine": "apptainer",
-        "run_id": run_id,
-        "base": base,
-        "spec": {"path": stack.path, "hash": variant.spec_hash},
-        "log": str(log),
-    }
-
-    def timed(name: str) -> Callable[..., None]:
-        t0 = time.monotonic()
-
-        def done(ok: bool, detail: str = "") -> None:
-            phases.append(Phase(name, round(time.monotonic() - t0, 2), ok, detail))
-
-        return done
-
-    progress = Progress()
-    try:
-        with sigterm_as_interrupt():
-            ctx = workdir / "context"
-            ctx.mkdir()
-            make_context(ctx, Path(stack.path), certs, log)
-            definition = ngc.render_definition(variant, ngc.bootstrap_for(base), files_from=str(ctx))
-            result["sif"] = _sif_phase(
-                exe,
-                variant,
-                definition,
-                sif_tmp,
-                opts.sif,
-                workdir,
-                log,
-                facts.nvml_driver() is not None,
-                progress,
-                timed,
-            )
-            sif_tmp.replace(opts.sif)
-            result["outcome"] = "passed"
-            out(report_mod.summary(result["sif"]["report"]))
-            progress.phase(f"PASSED: SIF {opts.sif}")
-            return 0
-    except BuildFailed as exc:
-        result["outcome"] = "failed"
-        result["error"] = exc.render()
-        raise
-    except KeyboardInterrupt:
-        result["outcome"] = "interrupted"
-        raise
-    finally:
-        if sif_tmp.exists():
-            sif_tmp.unlink()
-        shutil.rmtree(workdir, ignore_errors=True)
-        result["phases"] = [p.__dict__ for p in phases]
-        result["seconds"] = {p.name: p.seconds for p in phases}
-        if opts.json:
-            report_mod.write_json(result, opts.json)
+    with BuildRun(
+        variant="ngc",
+        command="torchenv build ngc --engine apptainer",
+        reports_dir=Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve(),
+        log=opts.log,
+        log_name="ngc-build.log",
+        json_path=opts.json,
+        label="torchenv build ngc",
+        extra={"engine": "apptainer", "base": base, "spec": {"path": stack.path, "hash": variant.spec_hash}},
+    ) as run:
+        sif_tmp = Path(f"{opts.sif}.tmp-{run.run_id}")
+        run.on_cleanup(lambda: _remove_sif(sif_tmp))
+        ctx = run.workdir / "context"
+        ctx.mkdir()
+        make_context(ctx, Path(stack.path), certs, run.log)
+        definition = ngc.render_definition(variant, ngc.bootstrap_for(base), files_from=str(ctx))
+        run.result["sif"] = _sif_phase(
+            exe,
+            variant,
+            definition,
+            sif_tmp,
+            opts.sif,
+            run.workdir,
+            run.log,
+            facts.nvml_driver() is not None,
+            run.progress,
+            run.timed,
+        )
+        sif_tmp.replace(opts.sif)
+        run.result["outcome"] = "passed"
+        out(report_mod.summary(run.result["sif"]["report"]))
+        run.progress.phase(f"PASSED: SIF {opts.sif}")
+        return 0
 
 
-def _cleanup(engine: DockerEngine, run_id: str, tmp_tag: str, workdir: Path, sif_tmp: Path | None) -> None:
-    # Ignore further Ctrl-C while cleaning up, so an impatient second ^C cannot leave debris.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        engine.remove_containers({"io.torchenv.build": run_id})
-        engine.untag(tmp_tag)
-        shutil.rmtree(workdir, ignore_errors=True)
-        if sif_tmp is not None and sif_tmp.exists():
-            sif_tmp.unlink()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _remove_sif(sif_tmp: Path | None) -> None:
+    if sif_tmp is not None and sif_tmp.exists():
+        sif_tmp.unlink()

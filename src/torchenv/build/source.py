@@ -14,24 +14,20 @@ container and no temporary tag.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import shutil
-import signal
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torchenv import paths, safeio
-from torchenv.build.ngc import Progress, validate_ca_cert
+from torchenv.build.pipeline import BuildRun, validate_ca_cert
 from torchenv.engines import git as git_engine
 from torchenv.engines import run as cmd
-from torchenv.engines.docker import BuildFailed, DockerEngine, connect, parse_step
-from torchenv.errors import TorchenvError, sigterm_as_interrupt
+from torchenv.engines.docker import BuildFailed, check_in_container, connect, parse_step
+from torchenv.errors import TorchenvError
 from torchenv.plan import ngc, source
 from torchenv.probe import facts
 from torchenv.report import check as report_mod
@@ -227,106 +223,69 @@ def build_container(
         return 0
     _recipes()
     engine = connect(opts.engine)
-    run_id = uuid.uuid4().hex[:10]
-    tmp_tag = f"torchenv-tmp:source-{run_id}"
-    reports_dir = Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    log = Path(opts.log) if opts.log else reports_dir / "source-build.log"
-    log.write_text(f"torchenv build source --container {run_id} {_dt.datetime.now(_dt.timezone.utc).isoformat()}\n")
-    workdir = Path(tempfile.mkdtemp(prefix=f"torchenv-source-{run_id}-"))
-    progress = Progress(label="torchenv build source")
-    phases: dict[str, float] = {}
-    result: dict[str, Any] = {
-        "schema": "torchenv.build/1",
-        "variant": "source",
-        "run_id": run_id,
-        "spec": {"path": stack.path, "hash": variant.spec_hash},
-        "log": str(log),
-    }
-    try:
-        with sigterm_as_interrupt():
-            t0 = time.monotonic()
-            args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
-            progress.phase(f"building {tmp_tag} from {args['BUILDER_IMAGE']} (log: {log})")
-            ctx = workdir / "context"
-            make_context(ctx, variant, opts, Path(stack.path), log)
-            with log.open("a") as fh:
-
-                def on_line(line: str) -> None:
-                    fh.write(line + "\n")
-                    fh.flush()
-                    step = parse_step(line)
-                    if step:
-                        progress.step(step.index, step.total, step.instruction)
-
-                image_id = engine.build(str(ctx), tmp_tag, args, on_line)
-            phases["build"] = round(time.monotonic() - t0, 2)
-            result["image"] = engine.image_facts(tmp_tag)
-
-            t0 = time.monotonic()
-            gpus = facts.nvml_driver() is not None
-            progress.phase(
-                f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
-                f"GPUs: {'all' if gpus else 'none on this host'})"
-            )
-            out_dir = workdir / "out"
-            out_dir.mkdir()
-            out_dir.chmod(0o777)
-            status, logs = engine.run(
-                tmp_tag,
-                check_command(opts.check_only),
-                ngc.run_options(gpus=gpus, out_dir=str(out_dir)),
-                labels={"io.torchenv.build": run_id},
-                timeout=CHECK_TIMEOUT,
-            )
-            phases["check"] = round(time.monotonic() - t0, 2)
-            with log.open("a") as fh:
-                fh.write(f"\n--- in-container check (exit {status}) ---\n{logs}\n")
-            report_file = out_dir / "report.json"
-            if not report_file.is_file():
-                raise BuildFailed(
-                    f"the in-container check wrote no report (exit {status}): "
-                    f"{logs.strip().splitlines()[-1:] or ['no output']}.",
-                    fix=f"see {log}",
-                )
-            check_report = json.loads(report_file.read_text())
-            result["check"] = check_report
-            if opts.sbom and (out_dir / "report.cdx.json").is_file():
-                safeio.copy_file(out_dir / "report.cdx.json", opts.sbom, what="torchenv build source --sbom")
-            out(report_mod.summary(check_report))
-            if status != 0:
-                raise BuildFailed(
-                    "the smoke suite failed inside the image; no tag was moved.",
-                    fix="read the failures above (cause and fix per check)",
-                )
-            torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
-            final = opts.tag or source.final_tag(variant, torch_version)
-            engine.tag(image_id, final)
-            result["tag"] = final
-            result["outcome"] = "passed"
-            progress.phase(f"PASSED: tagged {final}")
-            return 0
-    except BuildFailed as exc:
-        result["outcome"] = "failed"
-        result["error"] = exc.render()
-        raise
-    except KeyboardInterrupt:
-        result["outcome"] = "interrupted"
-        raise
-    finally:
-        _cleanup(engine, run_id, tmp_tag, workdir)
-        result["seconds"] = phases
-        if opts.json:
-            report_mod.write_json(result, opts.json)
+    with BuildRun(
+        variant="source",
+        command="torchenv build source --container",
+        reports_dir=Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve(),
+        log=opts.log,
+        log_name="source-build.log",
+        json_path=opts.json,
+        label="torchenv build source",
+        extra={"spec": {"path": stack.path, "hash": variant.spec_hash}},
+    ) as run:
+        run_id, log, progress, result = run.run_id, run.log, run.progress, run.result
+        tmp_tag = f"torchenv-tmp:source-{run_id}"
+        run.on_cleanup(lambda: engine.untag(tmp_tag))
+        run.on_cleanup(lambda: engine.remove_containers({"io.torchenv.build": run_id}))
+        done = run.timed("build")
+        args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
+        progress.phase(f"building {tmp_tag} from {args['BUILDER_IMAGE']} (log: {log})")
+        ctx = run.workdir / "context"
+        make_context(ctx, variant, opts, Path(stack.path), log)
         with log.open("a") as fh:
-            fh.write(f"\nphases: {json.dumps(phases)}\n")
 
+            def on_line(line: str) -> None:
+                fh.write(line + "\n")
+                fh.flush()
+                step = parse_step(line)
+                if step:
+                    progress.step(step.index, step.total, step.instruction)
 
-def _cleanup(engine: DockerEngine, run_id: str, tmp_tag: str, workdir: Path) -> None:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second ^C cannot leave debris
-    try:
-        engine.remove_containers({"io.torchenv.build": run_id})
-        engine.untag(tmp_tag)
-        shutil.rmtree(workdir, ignore_errors=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+            image_id = engine.build(str(ctx), tmp_tag, args, on_line)
+        done(True, image_id)
+        result["image"] = engine.image_facts(tmp_tag)
+
+        done = run.timed("check")
+        gpus = facts.nvml_driver() is not None
+        progress.phase(
+            f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
+            f"GPUs: {'all' if gpus else 'none on this host'})"
+        )
+        checked = check_in_container(
+            engine,
+            tmp_tag,
+            check_command(opts.check_only),
+            lambda out_dir: ngc.run_options(gpus=gpus, out_dir=out_dir),
+            run_id=run_id,
+            workdir=run.workdir,
+            log=log,
+            timeout=CHECK_TIMEOUT,
+        )
+        status, check_report = checked.status, checked.report
+        done(status == 0, check_report["summary"]["outcome"])
+        result["check"] = check_report
+        if opts.sbom and (checked.out_dir / "report.cdx.json").is_file():
+            safeio.copy_file(checked.out_dir / "report.cdx.json", opts.sbom, what="torchenv build source --sbom")
+        out(report_mod.summary(check_report))
+        if status != 0:
+            raise BuildFailed(
+                "the smoke suite failed inside the image; no tag was moved.",
+                fix="read the failures above (cause and fix per check)",
+            )
+        torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
+        final = opts.tag or source.final_tag(variant, torch_version)
+        engine.tag(image_id, final)
+        result["tag"] = final
+        result["outcome"] = "passed"
+        progress.phase(f"PASSED: tagged {final}")
+        return 0

@@ -9,28 +9,37 @@ hung rendezvous or DataLoader costs one check, not the run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
 import signal
-import subprocess
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from torchenv.diagnose import breakages
+from torchenv.engines import run as gateway
+from torchenv.errors import TorchenvError
 from torchenv.smoke import plugin
 from torchenv.spec.model import VariantSpec
 
 SMOKE_DIR = Path(plugin.__file__).resolve().parent
 GROUPS = tuple(plugin.GROUPS)
 KILL_GRACE = 5.0  # seconds past a check's timeout before the child is killed
+#: The child's phases outside any check are bounded too (issue 16): start-up (interpreter, imports,
+#: facts, CUDA context, collection) and exit (session teardown, CUDA/NCCL shutdown). A hang there
+#: used to make `torchenv check` wait for ever. Sites with slow shared filesystems may raise them.
+STARTUP_TIMEOUT = 300.0  # $TORCHENV_STARTUP_TIMEOUT
+EXIT_TIMEOUT = 120.0  # $TORCHENV_EXIT_TIMEOUT
 _SCRUBBED_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER")
 
 
@@ -61,18 +70,133 @@ class SuiteRun:
     group_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def cache_root() -> Path:
-    """Inductor/Triton caches: reused between runs (warm), but always under the temp folder."""
-    configured = os.environ.get("TORCHENV_CACHE_DIR")
-    root = Path(configured) if configured else Path(tempfile.gettempdir()) / f"torchenv-cache-{os.getuid()}"
+class CacheUnsafe(Exception):
+    """A cache folder that must not be used (another owner, group/world-writable, a symlink)."""
+
+
+def _private_dir(path: Path) -> None:
+    """Make sure ``path`` is a real folder owned by this user and writable by nobody else.
+
+    Created 0700 when absent. Checked through a descriptor opened with O_NOFOLLOW (a symlink is
+    refused, never followed), so what is checked is what is used. Raises CacheUnsafe otherwise."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.touch()
-        probe.unlink()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        kind = "a symlink" if path.is_symlink() else "not a folder" if path.exists() else exc.strerror
+        raise CacheUnsafe(f"it is {kind}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise CacheUnsafe(f"it is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CacheUnsafe(f"it is writable by others (mode {stat.S_IMODE(st.st_mode):04o})")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def cache_root(warn: Callable[[str], None] | None = None) -> Path:
+    """Inductor/Triton caches: reused between runs (warm), private to this user.
+
+    The cache holds code that the next check imports and runs (inductor's compiled modules), so a
+    folder another local user could have made or can write to is never used (issue 14: root's check
+    ran a module planted in a pre-created ``/tmp/torchenv-cache-0``). ``$TORCHENV_CACHE_DIR`` that
+    fails the check is an error; the default folder that fails it is replaced, for this run, by a
+    fresh private temporary one (removed at exit), with a warning naming the folder and why."""
+    configured = os.environ.get("TORCHENV_CACHE_DIR")
+    if configured:
+        root = Path(configured)
+        try:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            _private_dir(root)
+        except (CacheUnsafe, OSError) as exc:
+            raise TorchenvError(
+                f"TORCHENV_CACHE_DIR={root}: {exc}; torchenv runs code from its compile cache, so it must be "
+                "private to the user running the check.",
+                fix="point TORCHENV_CACHE_DIR at a folder of your own with mode 0700 (or unset it)",
+            ) from None
+        return root
+    root = Path(tempfile.gettempdir()) / f"torchenv-cache-{os.getuid()}"
+    try:
+        _private_dir(root)
+        return root
+    except CacheUnsafe as exc:
+        if warn is not None:
+            warn(f"not using the compile cache {root}: {exc}; using a private temporary cache for this run")
     except OSError:
-        root = Path(tempfile.mkdtemp(prefix="torchenv-cache-"))
-    return root
+        pass
+    fresh = Path(tempfile.mkdtemp(prefix="torchenv-cache-"))
+    atexit.register(shutil.rmtree, fresh, True)
+    return fresh
+
+
+def _phase_limit(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0 or value > 86400:
+        raise TorchenvError(f"{name}={text!r} is not a number of seconds.", fix=f"set {name} to e.g. {default:.0f}")
+    return value
+
+
+def _usage(folder: Path) -> str:
+    """``/tmp/x: 100% of 8.0 MiB used, 0 B free`` for the file system holding ``folder``."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return f"{folder}: size unknown"
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bavail * st.f_frsize
+    used = 100.0 * (total - free) / total if total else 100.0
+
+    def size(n: float) -> str:
+        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if n < 1024 or unit == "TiB":
+                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            n /= 1024
+        return f"{n:.1f} TiB"
+
+    return f"{folder}: {used:.0f}% of {size(total)} used, {size(free)} free"
+
+
+_NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|\bENOSPC\b|\bEDQUOT\b", re.IGNORECASE)
+
+
+def _disk_full(result: CheckResult, log_text: str, folders: Mapping[str, Path]) -> None:
+    """A failed check that ran out of space says so, naming the folders and how full they are.
+
+    The error a check shows is often another one ("C++ compile error" when the compiler could not
+    write its output); the log then says "No space left on device"."""
+    if result.outcome != "failed":
+        return
+    diag_id = (result.diagnosis or {}).get("id")
+    text = result.message + " " + " ".join((result.diagnosis or {}).values())
+    if diag_id != "disk-full" and not _NO_SPACE.search(text):
+        # this check's own detail section of the log (up to the next section), where the compiler's
+        # output says what the exception's message does not
+        start = log_text.find(f"\n--- {result.check}: detail ---\n")
+        end = log_text.find("\n--- ", start + 1) if start >= 0 else -1
+        section = log_text[start : end if end > 0 else None] if start >= 0 else ""
+        if not _NO_SPACE.search(section):
+            return
+    where = "; ".join(f"{what} {_usage(path)}" for what, path in folders.items())
+    result.diagnosis = breakages.diagnosis(
+        "disk-full",
+        {
+            "cause_here": f"no space left (or over quota) while the check wrote its files: {where}",
+            "fix_here": "free space there (`df -h`, `quota -s`), or point TMPDIR (and TORCHENV_CACHE_DIR) "
+            "at a folder with room, then run the check again",
+        },
+    ).to_dict()
+    if not result.message.lower().startswith("no space"):
+        result.message = f"no space left on device ({result.message})"
 
 
 def child_env(
@@ -166,11 +290,20 @@ def _stack_excerpt(stacks: Path, check: str) -> str:
     return f"{func} at {Path(path).name}:{line}"
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _kill(proc: gateway.Child) -> None:
+    """Stop the suite's child and everything in its process group (the gloo/NCCL ranks too)."""
+    proc.stop()
+
+
+def _append(log: BinaryIO, text: str) -> None:
+    """The runner's own lines in the log; a full disk (ENOSPC) loses them, not the run."""
+    with contextlib.suppress(OSError):
+        log.write(text.encode())
+        log.flush()
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_suite(
@@ -181,16 +314,25 @@ def run_suite(
     timeout: float | None = None,
     extra_env: Mapping[str, str] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    keep: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> SuiteRun:
+    """Run the suite. The run folder (log, events, stack dumps, scratch) is removed when this
+    process exits unless ``keep``: a caller that wants the log copies it first (``check --json``)."""
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise ValueError(f"unknown group(s): {', '.join(unknown)}")
+    startup_limit = _phase_limit("TORCHENV_STARTUP_TIMEOUT", STARTUP_TIMEOUT)
+    exit_limit = _phase_limit("TORCHENV_EXIT_TIMEOUT", EXIT_TIMEOUT)
     started = time.perf_counter()
     run_dir = Path(tempfile.mkdtemp(prefix="torchenv-check-"))
+    if not keep:  # also on Ctrl-C, SIGTERM, SIGHUP (they unwind to the command's exit) and errors
+        atexit.register(_remove, run_dir)
     (run_dir / "pytest.ini").write_text("[pytest]\n# torchenv's own settings only\n")
     variant_json = run_dir / "variant.json"
     variant_json.write_text(json.dumps(variant.to_dict()))
-    env = child_env(run_dir, cache_root(), variant_json, timeout, extra_env)
+    cache = cache_root(warn)
+    env = child_env(run_dir, cache, variant_json, timeout, extra_env)
     home = str(SMOKE_DIR.parents[1])  # run from a checkout's src/ (the working folder) torchenv is found there
     if os.path.realpath(home) == os.path.realpath(os.getcwd()):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH", "")) if p)
@@ -211,22 +353,24 @@ def run_suite(
         while True:
             launches += 1
             cmd = pytest_command(python, run_dir, groups, list(done))
-            log.write(f"\n$ {' '.join(cmd)}\n".encode())
-            log.flush()
+            _append(log, f"\n$ {' '.join(cmd)}\n")
             launched = time.perf_counter()
-            # cwd: never the user's folder, where `-m pytest` would import a ./torch.py (h4: issue 17)
-            proc = subprocess.Popen(
-                cmd, env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            # cwd: never the user's folder, where `-m pytest` would import a ./torch.py (issue 17)
+            proc = gateway.start(cmd, full_env=env, cwd=run_dir, stdout=log, stderr=gateway.STDOUT)
             current: tuple[str, float] | None = None
             progressed = False
             killed_for: str | None = None
+            hung_phase: tuple[str, float] | None = None  # (phase, limit) the child hung in outside a check
+            seen_collection = False
+            last_event = time.monotonic()
             try:
                 while True:
                     exited = proc.poll() is not None
                     for ev in events.read():
+                        last_event = time.monotonic()
                         kind = ev["event"]
                         if kind == "collected":
+                            seen_collection = True
                             if startup is None:
                                 startup = time.perf_counter() - launched
                             for item in ev["items"]:
@@ -250,7 +394,7 @@ def run_suite(
                                 )
                             )
                             if ev.get("detail"):
-                                log.write(f"\n--- {ev.get('check')}: detail ---\n{ev['detail']}\n".encode())
+                                _append(log, f"\n--- {ev.get('check')}: detail ---\n{ev['detail']}\n")
                     if exited:
                         break
                     if current is not None:
@@ -260,10 +404,48 @@ def run_suite(
                             killed_for = nodeid
                             _kill(proc)
                             continue
+                    else:
+                        if not seen_collection:
+                            idle = ("start-up", startup_limit)
+                        elif all(n in done for n in collected):
+                            idle = ("exit", exit_limit)
+                        else:
+                            idle = ("between checks", startup_limit)
+                        if time.monotonic() - last_event > idle[1]:
+                            hung_phase = idle
+                            _kill(proc)
+                            continue
                     time.sleep(0.1)
             except BaseException:
                 _kill(proc)
                 raise
+            if hung_phase is not None:
+                phase, limit = hung_phase
+                what = {
+                    "start-up": "start-up (interpreter start, imports, facts, CUDA context, collection)",
+                    "exit": "exit (session teardown, CUDA/NCCL shutdown) after its last check",
+                    "between checks": "between two checks (fixture setup or teardown)",
+                }[phase]
+                check_id = {"start-up": "suite.startup", "exit": "suite.exit"}.get(phase, "suite.between")
+                record(
+                    CheckResult(
+                        check_id,
+                        "suite",
+                        "failed",
+                        round(limit, 3),
+                        f"the test process hung in its {phase}: nothing happened for {limit:.0f} s, so it was stopped",
+                        breakages.diagnosis(
+                            "hang",
+                            {
+                                "detail": f"the test process hung in its {what}",
+                                "fix_hint": f"see the log {log_path} (kept with --keep); a slow shared file "
+                                "system may need TORCHENV_STARTUP_TIMEOUT / TORCHENV_EXIT_TIMEOUT raised",
+                            },
+                        ).to_dict(),
+                        check_id,
+                    )
+                )
+                break
             if current is not None:
                 nodeid, since = current
                 item = collected.get(nodeid, {"check": nodeid, "group": "", "timeout": 0})
@@ -277,12 +459,12 @@ def run_suite(
                         {
                             "detail": detail,
                             "fix_hint": f"see the stack dump in {run_dir / 'stacks.txt'} and the log "
-                            f"{log_path}; the rest of the suite ran on",
+                            f"{log_path} (both kept with --keep); the rest of the suite ran on",
                         },
                     )
                     message = f"timed out after {item['timeout']:.0f} s" + (f" (in {where})" if where else "")
                 else:
-                    code = proc.returncode
+                    code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
                     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
                     tail = log_path.read_text(errors="replace")[-4000:]
                     diag = breakages.match(tail) or breakages.diagnosis(
@@ -338,6 +520,11 @@ def run_suite(
                     nodeid,
                 )
             )
+    if any(r.outcome == "failed" for r in done.values()):
+        log_text = log_path.read_text(errors="replace")
+        folders = {"TMPDIR": run_dir.parent, "the compile cache": cache}
+        for result in done.values():
+            _disk_full(result, log_text, folders)
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
     group_seconds: dict[str, float] = {}

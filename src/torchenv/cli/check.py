@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> None:
     )
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
     check.add_argument(
+        "--keep", action="store_true", help="keep the run folder (log, stack dumps) in TMPDIR and print where it is"
+    )
+    check.add_argument(
         "--notebook",
         action="store_true",
         help="also run the CNN notebook headless in a Jupyter kernel of this environment (check "
@@ -104,7 +107,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         print(f"torchenv check: running the smoke suite for variant '{variant.name}' ", end="", flush=True)
-    suite = runner.run_suite(variant, groups=args.only, timeout=args.timeout, on_result=progress)
+    suite = runner.run_suite(
+        variant,
+        groups=args.only,
+        timeout=args.timeout,
+        on_result=progress,
+        keep=args.keep,
+        warn=lambda text: print(f"\ntorchenv: warning: {text}", file=sys.stderr),
+    )
     notebook_section = None
     if args.notebook:
         from torchenv.check import notebook
@@ -127,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         from torchenv.report import sbom
 
         report["sbom"] = str(sbom.write(sbom.for_report(report), sbom_path))
+    if not args.json and not args.keep:
+        report["log"] = None  # the run folder is removed at exit: name no log that will not exist
     if args.json:
         log_copy = Path(args.json).with_suffix(".log")
         safeio.copy_file(suite.log_path, log_copy, what="torchenv check --json")
@@ -140,4 +152,6 @@ def run(args: argparse.Namespace) -> int:
         report_mod.print_summary(report)
         if args.json:
             print(f"report: {args.json}")
+    if args.keep:
+        print(f"torchenv check: kept the run folder {Path(suite.log_path).parent} (log: {suite.log_path})")
     return report_mod.exit_code(report)

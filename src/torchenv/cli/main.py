@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from torchenv import __version__, safeio
+from torchenv import __version__, errors, safeio
 from torchenv.cli import options
 from torchenv.errors import TorchenvError
 
@@ -75,6 +75,7 @@ def _tolerant_streams() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     _tolerant_streams()
+    previous = errors.install_signal_handlers()  # SIGTERM/SIGHUP stop children, clean up, like Ctrl-C
     try:
         args = _parser().parse_args(args_list)
         args.argv = ["torchenv", *args_list]
@@ -89,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except KeyboardInterrupt:
-        print("torchenv: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C 130, SIGTERM 143, SIGHUP 129
+        code, line = errors.interrupted_exit(exc)
+        print(line, file=sys.stderr)
+        return code
     except Exception as exc:  # a bug in torchenv: say so in one paragraph, keep the traceback in a file
         try:  # a private 0600 file in a fresh 0700 folder: no predictable name, no symlink followed
             dump = safeio.private_dump(traceback.format_exc())
@@ -100,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = ""
         print(f"torchenv: internal error: {type(exc).__name__}: {exc}{where}. Please report it.", file=sys.stderr)
         return 3
+    finally:
+        errors.restore_signal_handlers(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -622,6 +622,25 @@ REGISTRY += (
     ),
 )
 
+# A full disk or quota first: it explains whatever else failed after it ("C++ compile error",
+# a truncated download, a failed write), so it must win over the symptom-specific entries.
+REGISTRY = (
+    Breakage(
+        id="disk-full",
+        symptom="a write fails: No space left on device / Disk quota exceeded (often shown as another error)",
+        patterns=(r"No space left on device", r"Disk quota exceeded", r"\bENOSPC\b", r"\bEDQUOT\b"),
+        cause=_or(
+            "cause_here",
+            "a folder the check writes to (TMPDIR, the compile cache, the report folder) is full or over its quota",
+        ),
+        fix=_or(
+            "fix_here",
+            "free space there (`df -h FOLDER`, `quota -s`), or point TMPDIR / TORCHENV_CACHE_DIR at a folder with room",
+        ),
+    ),
+    *REGISTRY,
+)
+
 BY_ID: dict[str, Breakage] = {b.id: b for b in REGISTRY}
 
 

@@ -7,11 +7,10 @@ Only the ``apptainer`` command is used (from PATH, or ``$TORCHENV_APPTAINER``), 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from torchenv.engines.run import which
+from torchenv.engines import run as gateway
 from torchenv.errors import ToolMissing
 
 HOW_TO_GET = (
@@ -23,7 +22,7 @@ HOW_TO_GET = (
 def executable() -> str:
     configured = os.environ.get("TORCHENV_APPTAINER")
     try:
-        return which(configured or "apptainer")
+        return gateway.which(configured or "apptainer")
     except ToolMissing:
         raise ToolMissing("`apptainer` is not available.", fix=HOW_TO_GET) from None
 
@@ -58,19 +57,9 @@ def exec_check_command(exe: str, sif: str, report: str, *, nv: bool, bind: str) 
 
 
 def run(cmd: Sequence[str], log: Path, on_line: Callable[[str], None] | None = None, timeout: float = 3600) -> int:
-    """Run an apptainer command, appending its output to ``log``; returns the exit status."""
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                fh.write(line)
-                if on_line is not None:
-                    on_line(line.rstrip("\n"))
-            return proc.wait(timeout=timeout)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+    """Run an apptainer command, appending its output to ``log``; returns the exit status.
+
+    A command that outlives ``timeout`` (a hung ``apptainer build`` or ``%test``) is stopped with its
+    whole process group and raises :class:`torchenv.engines.run.CommandTimeout`; the pipe is never
+    waited on past the deadline (the old ``wait(timeout)`` was reached only after stdout closed)."""
+    return gateway.run(cmd, log=log, on_line=on_line, timeout=timeout, echo=False)

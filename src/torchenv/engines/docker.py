@@ -8,10 +8,12 @@ import time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torchenv.errors import ToolMissing, TorchenvError
@@ -35,6 +37,51 @@ class StepEvent:
     index: int
     total: int
     instruction: str
+
+
+@dataclass(frozen=True)
+class ContainerCheck:
+    """What ``torchenv check`` in a container gave: its exit status, its report, the folder it wrote."""
+
+    status: int
+    report: dict[str, Any]
+    out_dir: Path
+
+
+def check_in_container(
+    engine: DockerEngine,
+    image: str,
+    command: list[str],
+    run_options: Callable[[str], Mapping[str, Any]],
+    *,
+    run_id: str,
+    workdir: Path,
+    log: Path,
+    timeout: float,
+) -> ContainerCheck:
+    """The build pipelines' check phase (ngc and source alike): run ``command`` (a ``torchenv check
+    --json`` writing ``report.json`` into the bound folder) in a fresh container of ``image`` with
+    the options ``run_options(out_dir)`` gives, append its output to ``log`` and read its report.
+
+    The container carries the label ``io.torchenv.build=<run_id>`` so cleanup can find it. Raises
+    BuildFailed when no report was written; a failed check is the caller's to judge (``status``)."""
+    out_dir = workdir / "out"
+    out_dir.mkdir()
+    out_dir.chmod(0o777)  # the check runs as an unprivileged uid, as a cluster runs it
+    status, logs = engine.run(
+        image, command, run_options(str(out_dir)), labels={"io.torchenv.build": run_id}, timeout=timeout
+    )
+    with log.open("a") as fh:
+        fh.write(f"\n--- in-container check (exit {status}) ---\n{logs}\n")
+    report_file = out_dir / "report.json"
+    if not report_file.is_file():
+        raise BuildFailed(
+            f"the in-container check wrote no report (exit {status}): "
+            f"{logs.strip().splitlines()[-1:] or ['no output']}.",
+            fix=f"see {log}",
+        )
+    report: dict[str, Any] = json.loads(report_file.read_text())
+    return ContainerCheck(status, report, out_dir)
 
 
 def parse_step(line: str) -> StepEvent | None:

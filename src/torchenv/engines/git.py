@@ -7,34 +7,42 @@ the command and the log.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchenv.engines.run import which
+from torchenv.engines import run as gateway
 from torchenv.errors import ToolMissing, TorchenvError
 
 
 def _git() -> str:
-    try:
-        return which("git")
-    except ToolMissing:
-        raise ToolMissing("`git` is not on PATH.", fix="install git (apt-get install git)") from None
+    return gateway.which("git", how="install git (apt-get install git)")
 
 
 def _capture(argv: Sequence[str]) -> tuple[int, str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=600)
-    return proc.returncode, (proc.stdout + proc.stderr).strip()
+    proc = gateway.capture(argv, timeout=600)
+    return proc.returncode, proc.output.strip()
 
 
-def _logged(argv: Sequence[str], log: Path, what: str) -> None:
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(argv)}\n")
-        fh.flush()
-        status = subprocess.run(list(argv), stdout=fh, stderr=subprocess.STDOUT, timeout=3600).returncode
+def _logged(argv: Sequence[str], log: Path, what: str, timeout: float = 3600) -> None:
+    try:
+        status = gateway.run(argv, log=log, echo=False, timeout=timeout)
+    except gateway.CommandTimeout as exc:
+        raise TorchenvError(
+            f"{what} did not finish within {exc.limit:g} s; it was stopped.",
+            fix=f"see {log}",
+        ) from None
     if status != 0:
         raise TorchenvError(f"{what} failed (exit {status}).", fix=f"see {log}")
+
+
+def describe(project: Path, *args: str) -> str:
+    """``git -C project ARGS`` 's one-line answer (a build label's revision or origin), else "unknown"."""
+    try:
+        proc = gateway.capture([_git(), "-C", str(project), *args], timeout=10)
+    except (ToolMissing, gateway.CommandTimeout):
+        return "unknown"
+    return (proc.stdout.strip() or "unknown") if proc.returncode == 0 else "unknown"
 
 
 def check_tag(src: Path, tag: str) -> None:

@@ -17,13 +17,15 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torchenv.engines import run as gateway
+from torchenv.errors import ToolMissing
 
 #: What headless notebook execution needs in the environment that runs ``torchenv check``.
 NOTEBOOK_MODULES = ("nbclient", "nbformat", "jupyter_client", "ipykernel")
@@ -56,10 +58,8 @@ def probe(argv_prefix: Sequence[str], *, env: Mapping[str, str] | None = None, t
 
     Returns the probe's answer, or ``{"error": ...}`` when the interpreter did not answer."""
     try:
-        proc = subprocess.run(
-            [*argv_prefix, "-c", PROBE], capture_output=True, text=True, timeout=timeout, env=dict(env) if env else None
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = gateway.capture([*argv_prefix, "-c", PROBE], full_env=env, timeout=timeout)
+    except (ToolMissing, gateway.CommandTimeout) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     for line in proc.stdout.splitlines():
         if line.startswith("TORCHENV-PROBE "):

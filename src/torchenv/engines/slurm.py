@@ -12,11 +12,11 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchenv.engines import run as gateway
 from torchenv.errors import ToolMissing, TorchenvError
 
 HOW_TO_GET = (
@@ -126,15 +126,13 @@ class Slurm:
                 raise ToolMissing(f"`{name}` is not on PATH, so there is no Slurm to submit to.", fix=HOW_TO_GET)
             self.exe[name] = found
 
-    def _run(self, name: str, args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(self, name: str, args: Sequence[str], *, check: bool = True) -> gateway.Completed:
         exe = self.exe.get(name) or shutil.which(name, path=self.env.get("PATH"))
         if exe is None:
             raise ToolMissing(f"`{name}` is not on PATH.", fix=HOW_TO_GET)
         try:
-            proc = subprocess.run(
-                [exe, *args], env=self.env, capture_output=True, text=True, timeout=self.timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
+            proc = gateway.capture([exe, *args], full_env=self.env, timeout=self.timeout)
+        except gateway.CommandTimeout:
             raise ToolMissing(
                 f"`{name} {shlex.join(args)}` did not answer within {self.timeout:.0f} s: the Slurm "
                 "controller is unreachable or overloaded.",

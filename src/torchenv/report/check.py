@@ -131,7 +131,7 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
             if diag:
                 lines.append(f"    cause: {diag['cause']}")
                 lines.append(f"    fix:   {diag['fix']}")
-        lines.append(f"  full log: {report['log']}")
+        lines.append(f"  full log: {report['log'] or 'not kept (run again with --keep, or --json PATH, to keep it)'}")
     lines.append("")
     if report.get("causes"):
         lines.extend(causes.render(report["causes"]))

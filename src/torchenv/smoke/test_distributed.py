@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from torchenv.engines import run as gateway
 from torchenv.smoke._support import fail, gpu_count, need_gpu
 
 RENDEZVOUS_TIMEOUT = 45.0
@@ -34,7 +34,7 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
             (
                 rank,
                 log,
-                subprocess.Popen(
+                gateway.start(
                     [
                         sys.executable,
                         "-m",
@@ -50,18 +50,19 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
                         "--out",
                         str(workdir / f"rank{rank}.json"),
                     ],
-                    env=env,
+                    full_env=env,
                     stdout=log,
-                    stderr=subprocess.STDOUT,
+                    stderr=gateway.STDOUT,
+                    # the ranks stay in the suite's process group: when the runner stops the
+                    # suite's child (timeout, Ctrl-C, SIGTERM) the group signal reaches them too
+                    new_session=False,
                 ),
             )
         )
     deadline = time.monotonic() + RENDEZVOUS_TIMEOUT + 30
     try:
         for rank, _log, proc in procs:
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
+            if proc.wait(timeout=max(deadline - time.monotonic(), 0.1)) is None:
                 fail(
                     f"{backend} all-reduce: rank {rank} did not finish within {RENDEZVOUS_TIMEOUT + 30:.0f} s",
                     "hang",
@@ -74,8 +75,7 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
     finally:
         for _rank, log, proc in procs:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                proc.stop(grace=1.0)
             log.close()
     reports = []
     for rank, _log, proc in procs:

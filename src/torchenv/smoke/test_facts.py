@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import subprocess
 import sys
 
 import pytest
 
+from torchenv.engines import run as gateway
 from torchenv.probe.facts import mapped_libraries, nvidia_driver_facts, nvml_driver
 from torchenv.smoke._support import fail, variant
 from torchenv.spec import compat, gpuarch
@@ -196,11 +196,9 @@ def _installed(dist: str) -> bool:
 def test_import_without_ld_library_path() -> None:
     """torch's libraries must resolve through RPATH, not through the caller's LD_LIBRARY_PATH."""
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-    proc = subprocess.run(
+    proc = gateway.capture(
         [sys.executable, "-c", "import torch; print(torch.__version__, torch.zeros(2).sum().item())"],
-        env=env,
-        capture_output=True,
-        text=True,
+        full_env=env,
         timeout=120,
     )
     if proc.returncode != 0:
