@@ -178,6 +178,7 @@ COMMAND_MODULES: list[str] = [
     "torchenv.report.sbom",
     "torchenv.cli.plan",
     "torchenv.bench.run",
+    "torchenv.cli.vet",
 ]
 
 

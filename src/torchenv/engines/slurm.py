@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,3 +203,45 @@ class Slurm:
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             self._run("scancel", list(job_ids), check=False)
+
+
+class Step:
+    """One ``srun`` job step started in the background, in its own process group (``torchenv vet``).
+
+    :meth:`wait` waits up to a deadline; :meth:`stop` sends SIGTERM to srun, which cancels the step
+    on every node (slurmstepd kills the tasks), then SIGKILL to the group if srun lingers.
+    """
+
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> None:
+        srun = shutil.which("srun", path=env.get("PATH"))
+        if srun is None:
+            raise ToolMissing("`srun` is not on PATH, so no job step can start.", fix=HOW_TO_GET)
+        self.argv = [srun, *argv]
+        with open(log, "wb") as out:
+            self._proc = subprocess.Popen(
+                self.argv,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait(self, timeout: float) -> int | None:
+        """srun's exit status, or None if it is still running after ``timeout`` seconds."""
+        try:
+            return self._proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._proc.poll() is not None:
+            return
+        try:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            self._proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        except ProcessLookupError:
+            pass
