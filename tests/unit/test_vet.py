@@ -24,7 +24,7 @@ from torchenv.submit.vet import GpuFigures, LinkResult, LinkSearch, NodeProbe
 
 def test_cpu_node_gets_the_defaults_and_a_gpu_node_its_gpus_floors() -> None:
     cpu = vet.floors_for(None)
-    assert cpu["busbw_gbps"] == 0.05 and cpu["peer_fraction"] == 0.5 and "gpu_tflops" not in cpu
+    assert cpu["busbw_gbps"] == 0.01 and cpu["peer_fraction"] == 0.5 and "gpu_tflops" not in cpu
     h100 = vet.floors_for("NVIDIA H100 80GB HBM3")
     assert h100["busbw_gbps"] == 15.0
     assert h100["gpu_tflops"] == pytest.approx(989.4 * 0.25, abs=1e-3)  # a quarter of the bench's bf16 peak
@@ -374,7 +374,7 @@ class FakeRunner(cli_vet.Runner):
 
     def links(self, groups: Sequence[tuple[str, ...]], backend: str, ppn: int, label: str) -> list[LinkResult]:
         self.groups += groups
-        return [LinkResult(g, 0.01 if self.slow & set(g) else 0.3) for g in groups]
+        return [LinkResult(g, 0.001 if self.slow & set(g) else 0.3) for g in groups]
 
 
 def test_a_hung_probe_and_a_slow_link_are_both_excluded_and_the_arguments_printed(tmp_path: Path) -> None:

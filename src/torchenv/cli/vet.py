@@ -39,7 +39,8 @@ from torchenv.submit import allreduce, vet
 
 DEFAULT_PROBE_TIMEOUT = 60.0
 DEFAULT_LINK_TIMEOUT = 120.0
-DEFAULT_SIZE = 1 << 20
+#: all-reduce message size: bandwidth-bound for NCCL; for gloo on CPUs smaller, so a slow link stays quick
+DEFAULT_SIZE = {"nccl": 64 << 20, "gloo": 1 << 20}
 PORT_BASE = 20000
 PORT_SPAN = 20000
 
@@ -51,7 +52,7 @@ class Options:
     python: str
     probe_timeout: float
     link_timeout: float
-    size: int
+    size: int | None
     budget: float
     cpus_per_task: int
     config: vet.FloorConfig | None
@@ -80,7 +81,7 @@ def _options(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         python=python,
         probe_timeout=_number("--probe-timeout", args.probe_timeout, 1, 3600),
         link_timeout=_number("--link-timeout", args.link_timeout, 1, 3600),
-        size=int(_number("--size", args.size, 4 << 10, 1 << 30)),
+        size=None if args.size is None else int(_number("--size", args.size, 4 << 10, 1 << 30)),
         budget=_number("--budget", args.budget, 0.05, 10),
         cpus_per_task=int(_number("--cpus-per-task", cpus, 1, 4096)),
         config=vet.load_config(args.config) if args.config else None,
@@ -233,7 +234,7 @@ class Runner:
                         "torchenv.submit.allreduce",
                         f"--backend={backend}",
                         f"--out={folder}",
-                        f"--sizes={self.opts.size}",
+                        f"--sizes={self.opts.size or DEFAULT_SIZE[backend]}",
                         f"--timeout={self.opts.link_timeout:g}",
                     ]
                 )
@@ -421,7 +422,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default=DEFAULT_LINK_TIMEOUT,
         help=f"seconds one round of all-reduces may take (default {DEFAULT_LINK_TIMEOUT:g})",
     )
-    p.add_argument("--size", metavar="BYTES", type=int, default=DEFAULT_SIZE, help="all-reduce message size (1 MiB)")
+    p.add_argument(
+        "--size", metavar="BYTES", type=int, help="all-reduce message size (default: 64 MiB with NCCL, 1 MiB with gloo)"
+    )
     p.add_argument("--budget", metavar="S", type=float, default=1.0, help="seconds of matmul per device (1)")
     p.add_argument("--cpus-per-task", metavar="C", type=int, help="CPUs per step task (default: the allocation's)")
     p.add_argument("--python", metavar="EXE", help="the interpreter on the nodes (default: this one)")
