@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from torchenv import __version__
 from torchenv.cli import main as cli_main
 from torchenv.cli import vet as cli_vet
 from torchenv.errors import TorchenvError
@@ -414,6 +415,10 @@ def test_all_good_exits_with_nothing_excluded(tmp_path: Path) -> None:
         (["--floor", "busbw_gbps=fast"], "--floor 'busbw_gbps=fast'"),
         (["--config", "/nonexistent/floors.toml"], "cannot read it"),
         ([], "runs inside a Slurm allocation"),
+        (["--nodes", "3"], "--nodes applies only with --allocate"),
+        (["--timeout", "60"], "--timeout applies only with --allocate"),
+        (["--allocate"], "--allocate needs --nodes N"),
+        (["--allocate", "--nodes", "2", "--timeout", "nan"], "--timeout nan"),
     ],
 )
 def test_bad_usage_exits_2_naming_the_flag(
@@ -442,3 +447,34 @@ def test_outputs_are_never_written_through_a_symlink(tmp_path: Path) -> None:
     with pytest.raises(TorchenvError, match="not a regular file"):
         cli_vet.write_file(link, "tnode1\n", "--out")
     assert target.read_text() == "keep"
+
+
+def test_allocate_renders_a_job_that_runs_the_same_vet_inside(tmp_path: Path) -> None:
+    conf = tmp_path / "floors.toml"
+    conf.write_text("[floors]\nbusbw_gbps = 2\n")
+    opts = cli_vet.Options(
+        tmp_path / "out",
+        None,
+        "/opt/env/bin/python",
+        30.0,
+        60.0,
+        None,
+        0.5,
+        2,
+        vet.load_config(conf),
+        {"temperature_c": 80.0},
+    )
+    args = cli_main._parser().parse_args(
+        ["vet", "--allocate", "--partition", "gpu", "--nodes", "4", "--timeout", "600", "--sbatch-arg=--account=proj"]
+    )
+    script = cli_vet.allocate_script(opts, args)
+    out = tmp_path / "out"
+    assert script == (
+        "#!/bin/bash\n#SBATCH --job-name=torchenv-vet\n#SBATCH --partition=gpu\n#SBATCH --nodes=4\n"
+        "#SBATCH --ntasks-per-node=1\n#SBATCH --cpus-per-task=2\n#SBATCH --time=10\n"
+        f"#SBATCH --output={out}/slurm-%j.out\n#SBATCH --export=ALL\n#SBATCH --account=proj\n"
+        f"# Rendered by `torchenv vet --allocate` (torchenv {__version__}); results in {out}\n"
+        "export PYTHONNOUSERSITE=1\n"
+        f"/opt/env/bin/python -m torchenv vet --out {out} --python /opt/env/bin/python --probe-timeout 30 "
+        f"--link-timeout 60 --budget 0.5 --cpus-per-task 2 --config {conf} --floor temperature_c=80\n"
+    )

@@ -428,7 +428,90 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--budget", metavar="S", type=float, default=1.0, help="seconds of matmul per device (1)")
     p.add_argument("--cpus-per-task", metavar="C", type=int, help="CPUs per step task (default: the allocation's)")
     p.add_argument("--python", metavar="EXE", help="the interpreter on the nodes (default: this one)")
+    alloc = p.add_argument_group("making the allocation itself (from a login node)")
+    alloc.add_argument("--allocate", action="store_true", help="sbatch a job that runs torchenv vet, wait, report")
+    alloc.add_argument("--partition", metavar="P", help="--allocate: the partition (default: the cluster's default)")
+    alloc.add_argument("--nodes", metavar="N", type=int, help="--allocate: how many nodes to vet")
+    alloc.add_argument(
+        "--timeout", metavar="S", type=float, help="--allocate: seconds to wait for the job (default 1800)"
+    )
+    alloc.add_argument(
+        "--sbatch-arg", metavar="ARG", action="append", default=[], help="--allocate: an extra #SBATCH line"
+    )
+    p.add_argument("--poll", metavar="S", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(run=run)
+
+
+def allocate_script(opts: Options, args: argparse.Namespace) -> str:
+    """The sbatch script of ``--allocate``: this same vet, with the same floors, inside the job (pure)."""
+    q = shlex.quote
+    header = ["#!/bin/bash", "#SBATCH --job-name=torchenv-vet"]
+    if args.partition:
+        header.append(f"#SBATCH --partition={args.partition}")
+    header += [
+        f"#SBATCH --nodes={args.nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --cpus-per-task={opts.cpus_per_task}",
+        f"#SBATCH --time={max(1, math.ceil(args.timeout / 60))}",
+        f"#SBATCH --output={opts.out}/slurm-%j.out",
+        "#SBATCH --export=ALL",
+        *(f"#SBATCH {a}" for a in args.sbatch_arg),
+    ]
+    argv = [opts.python, "-m", "torchenv", "vet", "--out", str(opts.out), "--python", opts.python]
+    argv += ["--probe-timeout", f"{opts.probe_timeout:g}", "--link-timeout", f"{opts.link_timeout:g}"]
+    argv += ["--budget", f"{opts.budget:g}", "--cpus-per-task", str(opts.cpus_per_task)]
+    if opts.size is not None:
+        argv += ["--size", str(opts.size)]
+    if opts.config is not None and opts.config.path:
+        argv += ["--config", str(Path(opts.config.path).absolute())]
+    for name, value in opts.overrides.items():
+        argv += ["--floor", f"{name}={value:g}"]
+    body = [
+        f"# Rendered by `torchenv vet --allocate` (torchenv {__version__}); results in {opts.out}",
+        "export PYTHONNOUSERSITE=1",
+        " ".join(q(a) for a in argv),
+    ]
+    return "\n".join([*header, *body]) + "\n"
+
+
+def run_allocate(opts: Options, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from torchenv.engines.slurm import Slurm
+    from torchenv.submit import jobs
+
+    if args.nodes is None or not 1 <= args.nodes <= 100000:
+        raise TorchenvError("torchenv vet --allocate needs --nodes N (1 or more).", fix="pass --nodes 3, say")
+    args.timeout = _number("--timeout", 1800.0 if args.timeout is None else args.timeout, 1, 7 * 86400)
+    _number("--poll", args.poll, 0.05, 60)
+    slurm = Slurm(env)
+    slurm.ping()
+    _folder(opts.out)
+    script = opts.out / "vet.sbatch"
+    write_file(script, allocate_script(opts, args), "--out")
+    (opts.out / "vet.json").unlink(missing_ok=True)
+    job_id = slurm.submit(script)
+    print(f"torchenv vet: submitted job {job_id} ({script})", flush=True)
+    followed: dict[str, jobs.Followed] = {}
+    try:
+        with _signals():
+            followed = jobs.follow(slurm, {job_id: "vet"}, timeout=args.timeout, poll=args.poll)
+    except Stopped as stop:
+        slurm.cancel([job_id])
+        print(f"torchenv vet: stopped by signal {stop.signum}; job {job_id} cancelled", file=sys.stderr)
+        return 128 + stop.signum
+    try:
+        result = json.loads((opts.out / "vet.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        state = followed[job_id].state if job_id in followed else None
+        print(
+            f"torchenv vet: job {job_id} ended {state.state if state else 'UNKNOWN'} without a result; "
+            f"its output: {opts.out}/slurm-{job_id}.out",
+            file=sys.stderr,
+        )
+        return 1
+    if opts.json:
+        write_file(opts.json, json.dumps(result, indent=2) + "\n", "--json")
+    sys.stdout.write(render(result))
+    return 0 if not result["excluded"] else 1
 
 
 def list_floors() -> str:
@@ -449,6 +532,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     env = dict(os.environ)
     opts = _options(args, env)
+    if args.allocate:
+        return run_allocate(opts, args, env)
+    only_allocate = (("--partition", args.partition), ("--nodes", args.nodes), ("--timeout", args.timeout))
+    for flag, value in (*only_allocate, ("--sbatch-arg", args.sbatch_arg)):
+        if value:
+            raise TorchenvError(
+                f"torchenv vet {flag} applies only with --allocate.", fix=f"add --allocate or drop {flag}"
+            )
     job_id, nodelist = env.get("SLURM_JOB_ID", ""), env.get("SLURM_JOB_NODELIST", "")
     if not job_id.isdigit() or not nodelist:
         raise TorchenvError(
