@@ -478,3 +478,20 @@ def test_allocate_renders_a_job_that_runs_the_same_vet_inside(tmp_path: Path) ->
         f"/opt/env/bin/python -m torchenv vet --out {out} --python /opt/env/bin/python --probe-timeout 30 "
         f"--link-timeout 60 --budget 0.5 --cpus-per-task 2 --config {conf} --floor temperature_c=80\n"
     )
+
+
+def test_injected_gpu_figures_replace_only_the_named_nodes_and_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inject = tmp_path / "inject.json"
+    inject.write_text(
+        '{"tnode2": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "kernel_ok": true, "temperature_c": 95}]}'
+    )
+    monkeypatch.setenv("TORCHENV_VET_INJECT", str(inject))
+    assert vet_probe._injected("tnode1") is None
+    [gpu] = vet_probe._injected("tnode2") or []
+    assert gpu["injected"] is True and gpu["temperature_c"] == 95
+    [failure] = vet.judge_probe(_probe("tnode2", gpus=[gpu]), vet.floors_for(gpu["name"]))
+    assert failure.text == "GPU 0 (injected) temperature 95 C, above its floor 85"
+    monkeypatch.delenv("TORCHENV_VET_INJECT")
+    assert vet_probe._injected("tnode2") is None
