@@ -53,8 +53,10 @@ FLOORS: Mapping[str, FloorSpec] = {
         FloorSpec("cpu_gflops", "min", "GFLOP/s", 0.0, 1e7, 0.5, "fp32 matmul on the node's CPUs"),
         FloorSpec("gpu_tflops", "min", "TFLOP/s", 0.0, 1e5, None, "bf16 matmul per GPU (default: a share of its peak)"),
         FloorSpec("gpu_peak_fraction", "min", "x peak", 0.0, 1.0, 0.25, "bf16 matmul per GPU / the bench's peak"),
-        FloorSpec("temperature_c", "max", "C", 0.0, 150.0, 85.0, "GPU temperature before the job (NVML)"),
-        FloorSpec("memory_used_fraction", "max", "x total", 0.0, 1.0, 0.05, "GPU memory in use before the job"),
+        FloorSpec("temperature_c", "max", "C", 0.0, 150.0, 85.0, "GPU temperature after the short matmul (NVML)"),
+        FloorSpec(
+            "memory_used_fraction", "max", "x total", 0.0, 1.0, 0.05, "GPU memory in use (incl. the probe's own)"
+        ),
         FloorSpec("retired_pages", "max", "pages", 0.0, 1e6, 60.0, "retired GPU memory pages (NVML)"),
         FloorSpec("retired_pages_pending", "max", "pages", 0.0, 1e6, 0.0, "pages waiting for a reset to retire"),
         FloorSpec("ecc_uncorrected", "max", "errors", 0.0, 1e9, 0.0, "uncorrected ECC errors since boot"),
