@@ -224,6 +224,14 @@ def test_every_single_slow_node_of_seven_is_named() -> None:
         assert list(search.verdicts()) == [bad], bad
 
 
+def test_a_floor_no_link_reaches_stops_after_a_few_rounds_excluding_all() -> None:
+    nodes = [f"n{i:02d}" for i in range(16)]
+    search, runs = _simulate(nodes, set(nodes))
+    assert len(search.rounds) == 6 and runs == 1 + 6 * 8  # ceil(log2 16) + 2 rounds, not 120 pairs
+    assert sorted(search.verdicts()) == nodes
+    assert "no node proven good" in search.verdicts()["n00"].text
+
+
 def test_two_nodes_alone_exclude_both_saying_why() -> None:
     search, runs = _simulate(["a", "b"], {"b"})
     assert runs == 1

@@ -390,9 +390,12 @@ class LinkSearch:
     total: LinkResult | None = None
     rounds: list[list[LinkResult]] = field(default_factory=list)
     slow: dict[str, str] = field(default_factory=dict)  # node -> why
+    max_rounds: int = 0  # 0: ceil(log2 N) + 2, so a floor no link reaches cannot run N^2 pairs
 
     def __post_init__(self) -> None:
         self.status = {n: "unknown" for n in self.nodes}
+        if self.max_rounds <= 0:
+            self.max_rounds = math.ceil(math.log2(max(len(self.nodes), 2))) + 2
 
     def _pairs(self) -> list[LinkResult]:
         return [r for rnd in self.rounds for r in rnd]
@@ -434,7 +437,7 @@ class LinkSearch:
 
     def next_round(self) -> list[tuple[str, str]]:
         """The next disjoint pairs: each undecided node beside a good one, the rest matched among themselves."""
-        if self.total is None or len(self.nodes) < 2:
+        if self.total is None or len(self.nodes) < 2 or len(self.rounds) >= self.max_rounds:
             return []
         tried = self._tried()
         unknown = [n for n in self.nodes if self.status[n] == "unknown"]
