@@ -6,6 +6,9 @@ GPU and NVML figures here are INJECTED (dicts, and a stand-in NVML library): no 
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -503,3 +506,18 @@ def test_injected_gpu_figures_replace_only_the_named_nodes_and_say_so(
     assert failure.text == "GPU 0 (injected) temperature 95 C, above its floor 85"
     monkeypatch.delenv("TORCHENV_VET_INJECT")
     assert vet_probe._injected("tnode2") is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_while_vetting_stops_it_with_that_signals_number(signum: int) -> None:
+    before = signal.getsignal(signum)
+
+    def interrupted() -> None:
+        with cli_vet._signals():
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+
+    with pytest.raises(cli_vet.Stopped) as err:
+        interrupted()
+    assert err.value.signum == signum
+    assert signal.getsignal(signum) == before  # the previous handler is back
