@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tear down the two-node test cluster of slurm-up.sh: cancel its jobs, stop its daemons by their
+# Tear down the test cluster of slurm-up.sh: cancel its jobs, stop its daemons by their
 # pid files (and anything left in the nodes' network namespaces), delete the namespaces, the bridge
 # and the iptables rule, and remove slurm-up's lines from /etc/hosts. Idempotent; safe when
 # nothing is up. Stops munged only if slurm-up started it.

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# A two-node Slurm cluster on this one machine, for `torchenv submit`'s integration tests.
+# A three-node Slurm cluster on this one machine, for `torchenv submit`'s and `torchenv vet`'s
+# integration tests.
 #
 # Each slurmd runs in its own network namespace with its own address on a bridge, and its own UTS
-# hostname, so a 2-node all-reduce really crosses a (virtual) network:
+# hostname, so an all-reduce really crosses a (virtual) network, and one node's link can be slowed
+# (`tc qdisc add dev tvs-tnode3 root tbf ...`: this kernel has no netem) while its peers' are not:
 #
 #   root namespace: bridge $BR 10.213.0.1/24, slurmctld, munged, the Slurm client commands
 #   netns torchenv-tnode1: eth0 10.213.0.11, hostname tnode1, slurmd -N tnode1
 #   netns torchenv-tnode2: eth0 10.213.0.12, hostname tnode2, slurmd -N tnode2
+#   netns torchenv-tnode3: eth0 10.213.0.13, hostname tnode3, slurmd -N tnode3
 #
-# Partitions: both (default: tnode1+tnode2), node1 (tnode1), node2 (tnode2), closed (State=DOWN:
-# jobs there pend forever with Reason=PartitionDown).
+# Partitions: both (default: tnode1+tnode2, what the two-node submit tests use), all (the three
+# nodes: a pair cannot tell which of its ends is slow, three can), node1, node2, node3 (one node
+# each), closed (State=DOWN: jobs there pend forever with Reason=PartitionDown).
 #
 # Installs nothing: needs Debian's slurmctld slurmd slurm-client munge iproute2 iptables (root).
 # Everything lives under $TORCHENV_SLURM_DIR (default /var/tmp/torchenv-slurm); nothing goes to
@@ -43,11 +47,11 @@ healthy() {
   for node in "${NODES[@]}"; do
     alive "$SLURM_DIR/run/slurmd-$node.pid" || return 1
   done
-  states=$(timeout 10 sinfo -h -N -p both -o '%N %T' 2>/dev/null | sort -u) || return 1
-  [ "$states" = "$(printf 'tnode1 idle\ntnode2 idle')" ]
+  states=$(timeout 10 sinfo -h -N -p all -o '%N %T' 2>/dev/null | sort -u) || return 1
+  [ "$states" = "$(printf '%s idle\n' "${NODES[@]}")" ]
 }
 if healthy; then
-  echo "slurm-up: the two-node cluster is already up (SLURM_CONF=$SLURM_CONF)"
+  echo "slurm-up: the ${#NODES[@]}-node cluster is already up (SLURM_CONF=$SLURM_CONF)"
   exit 0
 fi
 
@@ -104,7 +108,7 @@ read -r cpus boards sockets cores threads < <(slurmd -C | head -n 1 | tr ' ' '\n
   /^ThreadsPerCore=/ {t=$2} END {print c, b, s, k, t}')
 {
   cat <<EOF
-# Written by tests/infra/slurm-up.sh: a two-node test cluster on one machine.
+# Written by tests/infra/slurm-up.sh: a ${#NODES[@]}-node test cluster on one machine.
 ClusterName=torchenv-test
 SlurmctldHost=$(hostname)($CTL_ADDR)
 SlurmctldPort=$CTL_PORT
@@ -137,8 +141,10 @@ EOF
       "SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=1000 State=UNKNOWN"
   done
   echo "PartitionName=both Nodes=tnode1,tnode2 Default=YES MaxTime=INFINITE State=UP"
-  echo "PartitionName=node1 Nodes=tnode1 MaxTime=INFINITE State=UP"
-  echo "PartitionName=node2 Nodes=tnode2 MaxTime=INFINITE State=UP"
+  echo "PartitionName=all Nodes=$(IFS=,; echo "${NODES[*]}") MaxTime=INFINITE State=UP"
+  for i in "${!NODES[@]}"; do
+    echo "PartitionName=node$((i + 1)) Nodes=${NODES[$i]} MaxTime=INFINITE State=UP"
+  done
   echo "PartitionName=closed Nodes=tnode1,tnode2 MaxTime=INFINITE State=DOWN"
 } >"$SLURM_CONF"
 
@@ -160,5 +166,5 @@ if ! healthy; then
 fi
 t1=$(date +%s.%N)
 sinfo
-echo "slurm-up: two nodes idle in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s;" \
+echo "slurm-up: ${#NODES[@]} nodes idle in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s;" \
   "export SLURM_CONF=$SLURM_CONF"

@@ -14,9 +14,9 @@ import pytest
 
 from torchenv import plan as variants
 from torchenv.cli import main as cli
-from torchenv.engines import conda as conda_engine
 from torchenv.errors import SpecError, ToolMissing, TorchenvError
 from torchenv.plan import conda
+from torchenv.probe import nvidia as conda_engine
 from torchenv.spec import model as spec
 
 from ..conftest import REAL_STACK, ROOT, STACK

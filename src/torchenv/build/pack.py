@@ -58,7 +58,7 @@ class PackOptions:
 
 def pack(opts: PackOptions) -> int:
     from torchenv.engines import run as cmd
-    from torchenv.engines.conda import host_cuda_version
+    from torchenv.probe.nvidia import host_cuda_version
 
     stack = spec_mod.load(opts.spec)
     variant = stack.variant("conda")

@@ -61,6 +61,7 @@ COMMAND_MODULES: list[str] = [
     "torchenv.cli.plan",
     "torchenv.cli.bench",
     "torchenv.cli.spec",
+    "torchenv.cli.vet",
 ]
 
 

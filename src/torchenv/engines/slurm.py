@@ -200,3 +200,31 @@ class Slurm:
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             self._run("scancel", list(job_ids), check=False)
+
+
+class Step:
+    """One ``srun`` job step started in the background, in its own process group (``torchenv vet``).
+
+    :meth:`wait` waits up to a deadline; :meth:`stop` sends SIGTERM to srun, which cancels the step
+    on every node (slurmstepd kills the tasks), then SIGKILL to the group if srun lingers.
+    """
+
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], log: Path) -> None:
+        srun = shutil.which("srun", path=env.get("PATH"))
+        if srun is None:
+            raise ToolMissing("`srun` is not on PATH, so no job step can start.", fix=HOW_TO_GET)
+        self.argv = [srun, *argv]
+        with open(log, "wb") as out:  # through the one gateway: its own session, stopped as a group
+            self._child = gateway.start(
+                self.argv, full_env=dict(env), stdin=gateway.DEVNULL, stdout=out, stderr=gateway.STDOUT
+            )
+
+    def wait(self, timeout: float) -> int | None:
+        """srun's exit status, or None if it is still running after ``timeout`` seconds."""
+        return self._child.wait(max(timeout, 0.0))
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM makes srun cancel the step on every node; SIGKILL the group if srun lingers."""
+        if self._child.poll() is not None:
+            return
+        self._child.stop(grace)

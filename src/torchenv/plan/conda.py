@@ -333,9 +333,9 @@ def needs_cuda_override(spec: VariantSpec, host_cuda: str | None) -> bool:
 
 def detect_build_host(spec: VariantSpec, which: Which = shutil.which) -> BuildHost:
     """The facts of this machine (the only impure part of planning; no process is started)."""
-    from torchenv.engines import conda as engine
+    from torchenv.probe import nvidia
 
-    return BuildHost(tool=find_tool(which), cuda=engine.host_cuda_version(), lock=read_lock(spec))
+    return BuildHost(tool=find_tool(which), cuda=nvidia.host_cuda_version(), lock=read_lock(spec))
 
 
 # --------------------------------------------------------------------------------------------

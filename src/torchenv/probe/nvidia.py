@@ -166,3 +166,23 @@ def summarize(
         "gpu_max": max(gpu),
         "memory_mean": round(statistics.fmean(mem), 1),
     }
+
+
+# conda, mamba and micromamba give the solver a ``__cuda`` virtual package when libcuda.so.1 loads and
+# cuInit succeeds: its version is the driver's CUDA version. Without it (a GPU-less login node) a CUDA
+# build of pytorch cannot be chosen unless CONDA_OVERRIDE_CUDA is set. Asked the same way, in-process.
+def host_cuda_version(library: str = "libcuda.so.1") -> str | None:
+    """The CUDA version this host's driver supports ("12.9"), or None when there is no usable driver."""
+    try:
+        cuda = ctypes.CDLL(library)
+    except OSError:
+        return None
+    try:
+        if cuda.cuInit(0) != 0:
+            return None
+        version = ctypes.c_int(0)
+        if cuda.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value <= 0:
+            return None
+    except AttributeError:  # not a CUDA driver library
+        return None
+    return f"{version.value // 1000}.{(version.value % 1000) // 10}"

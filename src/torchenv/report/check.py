@@ -7,13 +7,15 @@ import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchenv import __version__, safeio
-from torchenv.check.runner import SuiteRun
 from torchenv.diagnose import causes, doctor
 from torchenv.report import table
 from torchenv.spec.model import StackSpec, VariantSpec
+
+if TYPE_CHECKING:  # the report only reads the run's results; it never starts one
+    from torchenv.check.runner import SuiteRun
 
 SCHEMA = "torchenv.report/1"
 

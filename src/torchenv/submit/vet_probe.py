@@ -1,0 +1,219 @@
+"""One node's probe for ``torchenv vet``: ``python -m torchenv.submit.vet_probe --out DIR`` (one task per node).
+
+In a few seconds it writes ``DIR/probe-<node>.json`` (:class:`torchenv.submit.vet.NodeProbe`):
+
+* facts: host, CPUs the task may use, load, available memory, torch's version;
+* CPU: an fp32 matmul's GFLOP/s (the best of several short windows: a neighbour's burst on a
+  shared core must not look like a slow node);
+* each GPU: a kernel whose result is checked, a bf16 matmul's TFLOP/s, then through NVML its
+  temperature, memory in use, retired pages (and pending ones), uncorrected ECC errors since boot
+  and the SM clock after the matmul against its maximum.
+
+``TORCHENV_VET_INJECT=FILE`` (a JSON ``{node: [GPU figures]}``) replaces the GPU measurements of
+the nodes it names with those figures, each marked ``"injected": true`` in the report: how the GPU
+and NVML paths are tested where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from torchenv.probe import nvidia
+from torchenv.submit.vet import GpuFigures, NodeProbe
+
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
+NVML_MEMORY_ERROR_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
+NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_PAGE_RETIREMENT_CAUSES = (0, 1)  # multiple single-bit ECC errors, a double-bit ECC error
+
+
+class NvmlMemory(ctypes.Structure):
+    _fields_ = (("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong))
+
+
+def nvml_figures(lib: Any, index: int) -> GpuFigures:
+    """Temperature, memory in use, retired pages, ECC and clocks of NVML device ``index``.
+
+    ``lib`` is the NVML library (or a stand-in with the same functions); a figure the device does
+    not support (H100 remaps rows instead of retiring pages) is left out, its error noted.
+    """
+    out: GpuFigures = {}
+    errors: list[str] = []
+    with nvidia.Nvml(lib) as nvml:
+        handle = nvml.handle(index=index)
+
+        def call(name: str, *args: Any) -> bool:
+            status = getattr(lib, name)(handle, *args)
+            if status not in (nvidia.NVML_SUCCESS, NVML_ERROR_INSUFFICIENT_SIZE):
+                errors.append(f"{name}: NVML error {status}")
+                return False
+            return True
+
+        uint = ctypes.c_uint()
+        if call("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU, ctypes.byref(uint)):
+            out["temperature_c"] = float(uint.value)
+        memory = NvmlMemory()
+        if call("nvmlDeviceGetMemoryInfo", ctypes.byref(memory)):
+            out["memory_used_mib"] = round(memory.used / 2**20, 1)
+            out["memory_total_mib"] = round(memory.total / 2**20, 1)
+        pages = 0
+        pages_ok = True
+        for cause in NVML_PAGE_RETIREMENT_CAUSES:
+            count = ctypes.c_uint(0)
+            pages_ok = call("nvmlDeviceGetRetiredPages", cause, ctypes.byref(count), None) and pages_ok
+            pages += count.value
+        if pages_ok:
+            out["retired_pages"] = pages
+        pending = ctypes.c_int()
+        if call("nvmlDeviceGetRetiredPagesPendingStatus", ctypes.byref(pending)):
+            out["retired_pages_pending"] = int(pending.value)
+        ecc = ctypes.c_ulonglong()
+        if call("nvmlDeviceGetTotalEccErrors", NVML_MEMORY_ERROR_UNCORRECTED, NVML_VOLATILE_ECC, ctypes.byref(ecc)):
+            out["ecc_uncorrected"] = int(ecc.value)
+        if call("nvmlDeviceGetClockInfo", NVML_CLOCK_SM, ctypes.byref(uint)):
+            out["sm_clock_mhz"] = float(uint.value)
+        if call("nvmlDeviceGetMaxClockInfo", NVML_CLOCK_SM, ctypes.byref(uint)):
+            out["sm_clock_max_mhz"] = float(uint.value)
+    if errors:
+        out["nvml_error"] = "; ".join(errors)
+    return out
+
+
+def _rate(torch: Any, device: Any, dtype: Any, n: int, budget: float) -> float:
+    """FLOP/s of an n x n matmul: the best of 5 windows of budget/5 seconds each."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    torch.matmul(a, b)
+    sync()
+    best = 0.0
+    for _ in range(5):
+        count = 0
+        t0 = time.perf_counter()
+        while True:
+            torch.matmul(a, b)
+            count += 1
+            if count % 4 == 0:
+                sync()
+                elapsed = time.perf_counter() - t0
+                if elapsed >= budget / 5:
+                    break
+        best = max(best, 2.0 * n**3 * count / elapsed)
+    return best
+
+
+def gpu_figures(torch: Any, index: int, budget: float) -> GpuFigures:
+    device = torch.device("cuda", index)
+    out: GpuFigures = {"index": index, "name": torch.cuda.get_device_name(index)}
+    try:
+        x = torch.arange(1 << 20, device=device, dtype=torch.float32)
+        total = float((x * 2).sum().item())
+        expected = float((1 << 20) * ((1 << 20) - 1))
+        out["kernel_ok"] = total == expected
+        if total != expected:
+            out["kernel_error"] = f"sum of 2*arange(2^20) is {total:g}, expected {expected:g}"
+        out["matmul_tflops"] = round(_rate(torch, device, torch.bfloat16, 4096, budget) / 1e12, 3)
+    except Exception as exc:  # a broken GPU is a finding, not a crash of the probe
+        out["kernel_ok"] = False
+        out["kernel_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return out
+    lib = nvidia.load_library()
+    if lib is None:
+        out["nvml_error"] = f"{nvidia.LIBRARY} cannot be loaded"
+        return out
+    try:
+        out.update(nvml_figures(lib, index))
+    except nvidia.NvmlError as exc:
+        out["nvml_error"] = str(exc)
+    return out
+
+
+def _injected(node: str) -> list[GpuFigures] | None:
+    path = os.environ.get("TORCHENV_VET_INJECT")
+    if not path:
+        return None
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    gpus = data.get(node)
+    if gpus is None:
+        return None
+    out: list[GpuFigures] = []
+    for gpu in gpus:
+        figures = cast(GpuFigures, {**gpu, "injected": True})
+        out.append(figures)
+    return out
+
+
+def _meminfo_available_mib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m torchenv.submit.vet_probe")
+    parser.add_argument("--out", required=True, help="folder for probe-<node>.json")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds of matmul per device")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    hostname = socket.gethostname()
+    node = os.environ.get("SLURMD_NODENAME") or hostname
+    report: NodeProbe = {"schema": "torchenv.vet.probe/1", "node": node, "hostname": hostname}
+    import torch
+
+    cpus = len(os.sched_getaffinity(0))
+    threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or cpus)
+    torch.set_num_threads(max(1, threads))
+    report["torch"] = torch.__version__
+    report["cpus"] = cpus
+    report["threads"] = threads
+    report["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    available = _meminfo_available_mib()
+    if available is not None:
+        report["memory_available_mib"] = available
+    report["cpu_gflops"] = round(_rate(torch, torch.device("cpu"), torch.float32, 256, args.budget) / 1e9, 3)
+    injected = _injected(node)
+    if injected is not None:
+        report["gpus"] = injected
+        report["gpus_injected"] = True
+    elif torch.cuda.is_available():
+        gpus: list[GpuFigures] = []
+        for index in range(torch.cuda.device_count()):
+            try:
+                gpus.append(gpu_figures(torch, index, args.budget))
+            except Exception as exc:
+                gpus.append({"index": index, "kernel_ok": False, "kernel_error": f"{type(exc).__name__}: {exc}"})
+        report["gpus"] = gpus
+    else:
+        report["gpus"] = []
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".probe-{node}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out / f"probe-{node}.json")
+    print(f"torchenv.submit.vet_probe: {node}: {report['cpu_gflops']} GFLOP/s, {len(report['gpus'])} GPU(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
