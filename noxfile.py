@@ -251,11 +251,18 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PIP_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict over the package, the tests, the noxfile and the benchmarks."""
+    """ruff and mypy --strict over the package, the tests, the noxfile and the benchmarks; the layer
+    contracts (import-linter, [tool.importlinter] in pyproject.toml); duplicated code in the package
+    (pylint's duplicate-code check: 8 or more similar lines in two places fail)."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("lint-imports", "--no-cache")
+    session.run(
+        "pylint", "--disable=all", "--enable=duplicate-code", "--min-similarity-lines=8", "--ignore-imports=yes",
+        "--ignore-signatures=yes", "--ignore-docstrings=yes", "--ignore-comments=yes", "--score=no", "src/torchenv",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from torchenv import paths, safeio
 from torchenv.build.pipeline import BuildRun, Progress, validate_ca_cert
 from torchenv.engines import apptainer
 from torchenv.engines import git as git_engine
-from torchenv.engines.docker import BuildFailed, check_in_container, connect, parse_step
+from torchenv.engines.docker import BuildFailed, check_in_container, connect
 from torchenv.engines.run import CommandTimeout
 from torchenv.errors import TorchenvError
 from torchenv.plan import ngc
@@ -126,7 +126,6 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
         run.on_cleanup(lambda: engine.remove_containers({"io.torchenv.build": run_id}))
         try:
             # 1. context and build under a temporary tag
-            done = run.timed("build")
             progress.phase(f"building {tmp_tag} from {opts.base or ngc.image_reference(variant)} (log: {log})")
             ctx = workdir / "context"
             ctx.mkdir()
@@ -138,17 +137,7 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
                 build_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 source_url=git_engine.describe(PROJECT, "remote", "get-url", "origin"),
             )
-            with log.open("a") as fh:
-
-                def on_line(line: str) -> None:
-                    fh.write(line + "\n")
-                    step = parse_step(line)
-                    if step:
-                        progress.step(step.index, step.total, step.instruction)
-
-                image_id = engine.build(str(ctx), tmp_tag, args, on_line)
-            done(True, image_id)
-            result["image"] = engine.image_facts(tmp_tag)
+            image_id = run.build_image(engine, ctx, tmp_tag, args)
 
             # 2. the smoke suite inside the image, as a cluster runs it
             done = run.timed("check")

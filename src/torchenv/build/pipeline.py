@@ -17,13 +17,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from torchenv.engines.docker import BuildFailed
+from torchenv.engines.docker import BuildFailed, DockerEngine, parse_step
 from torchenv.errors import TorchenvError, install_signal_handlers, restore_signal_handlers
 from torchenv.report import check as report_mod
 
@@ -123,6 +123,25 @@ class BuildRun:
             self.phases.append(Phase(name, round(time.monotonic() - t0, 2), ok, detail))
 
         return done
+
+    def build_image(self, engine: DockerEngine, context: Path, tag: str, args: Mapping[str, str]) -> str:
+        """The build phase every image variant shares: the engine builds ``context`` under ``tag``,
+        each line goes to the log, the legacy builder's ``Step i/n`` lines to the progress, and the
+        image's facts (id, size, labels, layers, history) into the report."""
+        done = self.timed("build")
+        with self.log.open("a") as fh:
+
+            def on_line(line: str) -> None:
+                fh.write(line + "\n")
+                fh.flush()
+                step = parse_step(line)
+                if step:
+                    self.progress.step(step.index, step.total, step.instruction)
+
+            image_id = engine.build(str(context), tag, args, on_line)
+        done(True, image_id)
+        self.result["image"] = engine.image_facts(tag)
+        return image_id
 
     def on_cleanup(self, step: Callable[[], object]) -> None:
         self._cleanups.append(step)

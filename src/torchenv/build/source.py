@@ -26,7 +26,7 @@ from torchenv import paths, safeio
 from torchenv.build.pipeline import BuildRun, validate_ca_cert
 from torchenv.engines import git as git_engine
 from torchenv.engines import run as cmd
-from torchenv.engines.docker import BuildFailed, check_in_container, connect, parse_step
+from torchenv.engines.docker import BuildFailed, check_in_container, connect
 from torchenv.errors import TorchenvError
 from torchenv.plan import ngc, source
 from torchenv.probe import facts
@@ -237,23 +237,11 @@ def build_container(
         tmp_tag = f"torchenv-tmp:source-{run_id}"
         run.on_cleanup(lambda: engine.untag(tmp_tag))
         run.on_cleanup(lambda: engine.remove_containers({"io.torchenv.build": run_id}))
-        done = run.timed("build")
         args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
         progress.phase(f"building {tmp_tag} from {args['BUILDER_IMAGE']} (log: {log})")
         ctx = run.workdir / "context"
         make_context(ctx, variant, opts, Path(stack.path), log)
-        with log.open("a") as fh:
-
-            def on_line(line: str) -> None:
-                fh.write(line + "\n")
-                fh.flush()
-                step = parse_step(line)
-                if step:
-                    progress.step(step.index, step.total, step.instruction)
-
-            image_id = engine.build(str(ctx), tmp_tag, args, on_line)
-        done(True, image_id)
-        result["image"] = engine.image_facts(tmp_tag)
+        image_id = run.build_image(engine, ctx, tmp_tag, args)
 
         done = run.timed("check")
         gpus = facts.nvml_driver() is not None
