@@ -43,6 +43,7 @@ def _given(flag: str, tmp_path: Path) -> tuple[list[str], str, Any]:
         "--ca-cert": ([str(tmp_path / "ca.crt")], "ca_certs", [str(tmp_path / "ca.crt")]),
         "--sif": ([str(tmp_path / "t.sif")], "sif", str(tmp_path / "t.sif")),
         "--push": (["registry/torchenv"], "push", "registry/torchenv"),
+        "--sqsh": ([str(tmp_path / "t.sqsh")], "sqsh", str(tmp_path / "t.sqsh")),
         "--src": ([str(tmp_path)], "src", str(tmp_path)),
         "--vision-src": ([str(tmp_path)], "vision_src", str(tmp_path)),
         "--work": ([str(tmp_path / "work")], "work", str(tmp_path / "work")),
@@ -76,7 +77,7 @@ def test_the_common_flags_are_in_every_variant_and_the_rest_in_one_or_two() -> N
         assert set(cli_build.COMMON) <= cli_build.FLAGS[variant]
     assert "--push" in cli_build.FLAGS["ngc"] and "--push" not in cli_build.FLAGS["source"]
     assert "--reuse" not in cli_build.FLAGS["ngc"] and "--work" not in cli_build.FLAGS["pip"]
-    assert len(flags) == 22
+    assert len(flags) == 23
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

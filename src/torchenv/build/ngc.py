@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from torchenv import paths, safeio
+from torchenv.build import sqsh as sqsh_mod
 from torchenv.build.pipeline import BuildRun, Progress, validate_ca_cert
 from torchenv.engines import apptainer
 from torchenv.engines import git as git_engine
@@ -46,6 +47,7 @@ class Options:
     ca_certs: list[str] = field(default_factory=list)
     sif: str | None = None
     push: str | None = None
+    sqsh: str | None = None  # an enroot/pyxis squashfs of the checked image
     json: str | None = None
     sbom: str | None = None
     log: str | None = None
@@ -72,6 +74,7 @@ def plan_lines(variant: spec_mod.VariantSpec, opts: Options) -> list[str]:
         *(f"site CA certificate: {c}" for c in opts.ca_certs),
         f"check: {check} (uid {ngc.CHECK_UID}, read-only root, /dev/shm {ngc.SHM_SIZE}, GPUs when present)",
         *([f"sif: {opts.sif} (apptainer build from the checked image, then its %test)"] if opts.sif else []),
+        *([f"sqsh: {opts.sqsh} (enroot import, or the same files + mksquashfs)"] if opts.sqsh else []),
         *([f"push: {opts.push}:{final.rpartition(':')[2]}"] if opts.push else []),
         f"tag: {final}",
     ]
@@ -100,7 +103,14 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             out(line)
         return 0
     if opts.engine == "apptainer":
+        if opts.sqsh:
+            raise TorchenvError(
+                "--sqsh needs a Docker or podman engine (it exports the checked image's root).",
+                fix="drop --sqsh with --engine apptainer, or build with --engine docker|podman",
+            )
         return build_apptainer_only(opts, out)
+    if opts.sqsh:
+        sqsh_mod.validate_output(opts.sqsh)  # before any work: an existing file or no folder is exit 2
     if opts.engine not in ("docker", "podman"):
         raise TorchenvError(f"unknown engine {opts.engine!r}.", fix="use --engine docker, podman or apptainer")
     apptainer_exe = apptainer.executable() if opts.sif else None
@@ -184,9 +194,21 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
                     apptainer_exe, variant, definition, sif_tmp, opts.sif, workdir, log, gpus, progress, run.timed
                 )
 
-            # 4. push (credentials from the engine's config only), then the final tag
             torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
             final = opts.tag or ngc.final_tag(variant, torch_version)
+
+            # 3b. enroot/pyxis squashfs of the checked image, under a temporary name beside PATH
+            if opts.sqsh:
+                done = run.timed("sqsh")
+                target = Path(opts.sqsh).absolute()
+                sqsh_tmp = target.with_name(f".{target.stem}.tmp-{run_id}.sqsh")
+                run.on_cleanup(lambda: sqsh_tmp.unlink(missing_ok=True))
+                progress.phase(f"making the squashfs {opts.sqsh} for enroot/pyxis")
+                made = sqsh_mod.make(engine, tmp_tag, str(sqsh_tmp), provenance=f"dockerd://{final}")
+                done(True, made.method)
+                result["sqsh"] = {**made.to_dict(), "path": str(target)}
+
+            # 4. push (credentials from the engine's config only), then the final tag
             if opts.push:
                 done = run.timed("push")
                 pushed = f"{opts.push}:{final.rpartition(':')[2]}"
@@ -202,12 +224,15 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             engine.tag(image_id, final)
             if opts.sif and sif_tmp is not None:
                 sif_tmp.replace(opts.sif)
+            if opts.sqsh:
+                Path(opts.sqsh).absolute().with_name(f".{Path(opts.sqsh).stem}.tmp-{run_id}.sqsh").replace(opts.sqsh)
             result["tag"] = final
             result["pushed"] = pushed
             result["outcome"] = "passed"
             progress.phase(
                 f"PASSED: tagged {final}"
                 + (f", SIF {opts.sif}" if opts.sif else "")
+                + (f", squashfs {opts.sqsh} ({result['sqsh']['method']})" if opts.sqsh else "")
                 + (f", pushed {pushed}" if pushed else "")
             )
             return 0

@@ -117,6 +117,12 @@ def add_parser(sub: Any) -> None:
     )
     ngc.add_argument("--sif", metavar="PATH", help="also build an Apptainer SIF from the checked image")
     ngc.add_argument("--push", metavar="REPO", help="push the checked image (engine credentials only)")
+    ngc.add_argument(
+        "--sqsh",
+        metavar="PATH",
+        help="also make an enroot/pyxis squashfs (PATH.sqsh) of the checked image (enroot import where installed, "
+        "else the same files + mksquashfs)",
+    )
 
     src = variants.add_parser("source", help="PyTorch built from source, on the host or in a container")
     _common(src, "source")
@@ -227,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 ca_certs=args.ca_cert,
                 sif=args.sif,
                 push=args.push,
+                sqsh=args.sqsh,
                 json=args.json,
                 sbom=args.sbom,
                 reports=args.reports,
