@@ -314,6 +314,42 @@ CASES: dict[str, Case] = {
     "process-limit": Case(
         _with(cpu_box, limits=_limits(nproc=64), platform=_user), _with(cpu_box, limits=_limits(), platform=_user)
     ),
+    # ---- container runtimes (enroot/pyxis): injected, no enroot here
+    "enroot-no-infiniband": Case(
+        _with(
+            cpu_box,
+            container={"enroot": "dockerd://torchenv:ngc"},
+            infiniband={"devices": ["mlx5_0", "mlx5_1"], "dev_infiniband": False, "libibverbs": True},
+        ),
+        _with(
+            cpu_box,
+            container={"enroot": "dockerd://torchenv:ngc"},
+            infiniband={"devices": ["mlx5_0", "mlx5_1"], "dev_infiniband": True, "libibverbs": True},
+        ),
+    ),
+    "enroot-hook-mismatch": Case(
+        _with(
+            _env(SLURM_JOB_ID="4242", SLURM_NTASKS="8", SLURM_PROCID="3", WORLD_SIZE="4", RANK="3"),
+            container={"enroot": "dockerd://torchenv:ngc"},
+        ),
+        _with(
+            _env(
+                SLURM_JOB_ID="4242",
+                SLURM_NTASKS="8",
+                SLURM_PROCID="3",
+                WORLD_SIZE="8",
+                RANK="3",
+                MASTER_PORT=str(4242 % 4536 + 61000),
+            ),
+            container={"enroot": "dockerd://torchenv:ngc"},
+        ),
+    ),
+    "enroot-registry-slash": Case(
+        text="slurmstepd: error: pyxis:     [ERROR] URL https://registry-1.docker.io/v2/nvcr.io/nvidia/pytorch/"
+        "manifests/26.09-py3 returned error code: 401 Unauthorized"
+    ),
+    "triton-libcuda": Case(text="AssertionError: libcuda.so cannot found!"),
+    "disk-full": Case(text="OSError: [Errno 28] No space left on device"),
     "nccl-socket-ifname": Case(
         _with(_env(NCCL_SOCKET_IFNAME="ib0"), net_interfaces=["eth0", "lo"]),
         _with(_env(NCCL_SOCKET_IFNAME="eth"), net_interfaces=["eth0", "lo"]),

@@ -622,6 +622,36 @@ REGISTRY += (
     ),
 )
 
+# Container runtimes GPU clusters run (enroot/pyxis; docs/breakages.md cites the sources).
+REGISTRY += (
+    _found(
+        "pyxis: importing docker image ... 401 Unauthorized at registry-1.docker.io/v2/nvcr.io/...",
+        (r"registry-1\.docker\.io/v2/[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?/",),
+        "the image reference separates the registry with '/' (nvcr.io/nvidia/pytorch:TAG): enroot reads "
+        "nvcr.io as a Docker Hub namespace and asks Docker Hub for it",
+        "write the registry with '#': --container-image=nvcr.io#nvidia/pytorch:TAG (torchenv submit refuses "
+        "the '/' form)",
+        "enroot-registry-slash",
+    ),
+    _found(
+        "NCCL INFO NET/IB : No device found / NET/Socket in an enroot (pyxis) container on an InfiniBand node",
+        (),
+        "enroot's Mellanox hook did not run: MELLANOX_VISIBLE_DEVICES is unset (or none), so the container "
+        "has no /dev/infiniband and NCCL falls back to TCP sockets",
+        "export MELLANOX_VISIBLE_DEVICES=all before srun (or set it in the image), so the hook mounts the HCAs",
+        "enroot-no-infiniband",
+    ),
+    _found(
+        "torch.distributed hangs or joins the wrong world under pyxis: WORLD_SIZE / RANK do not match the job",
+        (),
+        "enroot's PyTorch hook derives WORLD_SIZE, RANK, LOCAL_RANK and MASTER_PORT from Slurm only when "
+        "they are absent, so values baked into the image or left in the job's environment win",
+        "unset those variables in the image and the job (let the hook or torchrun set them), or export them "
+        "from SLURM_NTASKS / SLURM_PROCID / SLURM_LOCALID",
+        "enroot-hook-mismatch",
+    ),
+)
+
 # A full disk or quota first: it explains whatever else failed after it ("C++ compile error",
 # a truncated download, a failed write), so it must win over the symptom-specific entries.
 REGISTRY = (

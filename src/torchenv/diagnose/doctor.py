@@ -1352,6 +1352,48 @@ def rule_alloc_conf(facts: Mapping[str, Any], variant: VariantSpec) -> list[Find
     ]
 
 
+def rule_enroot_infiniband(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Inside an enroot/pyxis container on a node with HCAs (sysfs shows the host's), no
+    /dev/infiniband: enroot's 99-mellanox hook ran with MELLANOX_VISIBLE_DEVICES unset or none
+    (NVIDIA/enroot conf/hooks/99-mellanox.sh), so NCCL will use sockets."""
+    container = _section(facts, "container")
+    ib = _section(facts, "infiniband")
+    if not container.get("enroot") or not ib.get("devices") or ib.get("dev_infiniband") is not False:
+        return []
+    value = str((facts.get("env") or {}).get("MELLANOX_VISIBLE_DEVICES") or "")
+    return [
+        _finding(
+            "enroot-no-infiniband",
+            [
+                f"enroot image {container['enroot']}",
+                f"HCAs in /sys/class/infiniband: {', '.join(ib['devices'])}; /dev/infiniband: missing",
+                f"MELLANOX_VISIBLE_DEVICES={value or '(unset)'}",
+            ],
+        )
+    ]
+
+
+#: enroot's PyTorch hook (conf/hooks/extra/50-slurm-pytorch.sh): each variable from Slurm's, set only when absent.
+_ENROOT_HOOK = (("WORLD_SIZE", "SLURM_NTASKS"), ("RANK", "SLURM_PROCID"), ("LOCAL_RANK", "SLURM_LOCALID"))
+
+
+def rule_enroot_hook(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+    """Under enroot in a Slurm step (and not below torchrun, which sets its own), the rank variables
+    disagree with Slurm's: they came from the image or the job, since the hook never overrides."""
+    env = facts.get("env") or {}
+    if not _section(facts, "container").get("enroot") or "SLURM_JOB_ID" not in env or env.get("TORCHELASTIC_RUN_ID"):
+        return []
+    wrong = [
+        f"{name}={env[name]} but {slurm}={env[slurm]}"
+        for name, slurm in _ENROOT_HOOK
+        if name in env and slurm in env and str(env[name]) != str(env[slurm])
+    ]
+    job = str(env["SLURM_JOB_ID"])
+    if "MASTER_PORT" in env and job.isdigit() and str(env["MASTER_PORT"]) != str(int(job) % 4536 + 61000):
+        wrong.append(f"MASTER_PORT={env['MASTER_PORT']} but the hook's port for job {job} is {int(job) % 4536 + 61000}")
+    return [_finding("enroot-hook-mismatch", wrong)] if wrong else []
+
+
 RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
     rule_shadowing,
     rule_torch_import,
@@ -1381,6 +1423,8 @@ RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
     rule_debug_env,
     rule_cuda_home,
     rule_alloc_conf,
+    rule_enroot_infiniband,
+    rule_enroot_hook,
 )
 
 

@@ -299,6 +299,17 @@ DOCTOR_ENV_VARS = (
     "NVIDIA_PYTORCH_VERSION",
     "JUPYTER_PATH",
     "CUDA_PATH",
+    # enroot/pyxis: the HCA hook's switch and the variables its PyTorch hook derives from Slurm's
+    "MELLANOX_VISIBLE_DEVICES",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "MASTER_PORT",
+    "SLURM_JOB_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "TORCHELASTIC_RUN_ID",
 )
 
 _GLIBCXX = re.compile(rb"GLIBCXX_(\d+)\.(\d+)(?:\.(\d+))?(?![\d.])")
@@ -547,7 +558,20 @@ def container_facts() -> dict[str, Any]:
             or Path("/.singularity.d").is_dir()
         ),
         "kubernetes": "KUBERNETES_SERVICE_HOST" in os.environ,
+        "enroot": _enroot_provenance(),
     }
+
+
+def _enroot_provenance(rc: str = "/etc/rc") -> str | None:
+    """The image enroot (and so pyxis) imported, from the ``# enroot-provenance:`` line its import
+    writes at the top of /etc/rc; None outside an enroot container."""
+    try:
+        with open(rc, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline(4096)
+    except OSError:
+        return None
+    prefix = "# enroot-provenance:"
+    return first[len(prefix) :].strip() if first.startswith(prefix) else None
 
 
 def _top_level_names(folder: Path) -> list[str]:
