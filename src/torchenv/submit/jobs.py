@@ -643,6 +643,18 @@ def node_result(directory: Path, node: str, *, bench: bool = False) -> dict[str,
     return result
 
 
+def _summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The outcome and counts a node's check or bench report summary gives its row."""
+    return {
+        "outcome": summary.get("outcome", "failed"),
+        "problem": summary.get("reason") or "",
+        "passed": summary.get("passed", 0),
+        "failed": summary.get("failed", 0),
+        "skipped": summary.get("skipped", 0),
+        "seconds": summary.get("seconds"),
+    }
+
+
 def bench_result(directory: Path, node: str) -> dict[str, Any]:
     report_path = directory / f"bench-{node}.json"
     base: dict[str, Any] = {"report": str(report_path), "output": str(directory / f"bench-{node}.out")}
@@ -658,12 +670,7 @@ def bench_result(directory: Path, node: str) -> dict[str, Any]:
     summary = _section(report, "summary")
     return {
         **base,
-        "outcome": summary.get("outcome", "failed"),
-        "problem": summary.get("reason") or "",
-        "passed": summary.get("passed", 0),
-        "failed": summary.get("failed", 0),
-        "skipped": summary.get("skipped", 0),
-        "seconds": summary.get("seconds"),
+        **_summary_fields(summary),
     }
 
 
@@ -703,12 +710,7 @@ def _check_result(directory: Path, node: str) -> dict[str, Any]:
     facts = _section(report, "facts")
     return {
         **base,
-        "outcome": summary.get("outcome", "failed"),
-        "problem": summary.get("reason") or "",
-        "passed": summary.get("passed", 0),
-        "failed": summary.get("failed", 0),
-        "skipped": summary.get("skipped", 0),
-        "seconds": summary.get("seconds"),
+        **_summary_fields(summary),
         "hostname": _section(facts, "platform").get("hostname"),
         "cpus": {k: _section(facts, "cpu").get(k) for k in ("usable", "slurm_cpus_per_task", "affinity")},
         "omp_num_threads": _section(facts, "env").get("OMP_NUM_THREADS"),
