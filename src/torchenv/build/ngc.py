@@ -130,6 +130,8 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
         run_id, log, workdir, progress, result = run.run_id, run.log, run.workdir, run.progress, run.result
         tmp_tag = f"torchenv-tmp:ngc-{run_id}"
         sif_tmp = Path(f"{opts.sif}.tmp-{run_id}") if opts.sif else None
+        sqsh_target = Path(opts.sqsh).absolute() if opts.sqsh else None
+        sqsh_tmp = sqsh_target.with_name(f".{sqsh_target.stem}.tmp-{run_id}.sqsh") if sqsh_target else None
         pushed: str | None = None
         run.on_cleanup(lambda: _remove_sif(sif_tmp))
         run.on_cleanup(lambda: engine.untag(tmp_tag))
@@ -198,15 +200,13 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             final = opts.tag or ngc.final_tag(variant, torch_version)
 
             # 3b. enroot/pyxis squashfs of the checked image, under a temporary name beside PATH
-            if opts.sqsh:
+            if sqsh_target is not None and sqsh_tmp is not None:
                 done = run.timed("sqsh")
-                target = Path(opts.sqsh).absolute()
-                sqsh_tmp = target.with_name(f".{target.stem}.tmp-{run_id}.sqsh")
                 run.on_cleanup(lambda: sqsh_tmp.unlink(missing_ok=True))
                 progress.phase(f"making the squashfs {opts.sqsh} for enroot/pyxis")
                 made = sqsh_mod.make(engine, tmp_tag, str(sqsh_tmp), provenance=f"dockerd://{final}")
                 done(True, made.method)
-                result["sqsh"] = {**made.to_dict(), "path": str(target)}
+                result["sqsh"] = {**made.to_dict(), "path": str(sqsh_target)}
 
             # 4. push (credentials from the engine's config only), then the final tag
             if opts.push:
@@ -224,8 +224,8 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
             engine.tag(image_id, final)
             if opts.sif and sif_tmp is not None:
                 sif_tmp.replace(opts.sif)
-            if opts.sqsh:
-                Path(opts.sqsh).absolute().with_name(f".{Path(opts.sqsh).stem}.tmp-{run_id}.sqsh").replace(opts.sqsh)
+            if sqsh_tmp is not None and sqsh_target is not None:
+                sqsh_tmp.replace(sqsh_target)
             result["tag"] = final
             result["pushed"] = pushed
             result["outcome"] = "passed"
