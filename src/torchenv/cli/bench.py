@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from torchenv import safeio
 from torchenv.bench import run as bench_run
@@ -15,7 +14,7 @@ from torchenv.errors import TorchenvError
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser(
         "bench",
         help="measure matmul, copies, CNN training and the DataLoader against the hardware's peaks",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from torchenv import safeio
 from torchenv.cli import options
 from torchenv.errors import TorchenvError
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser(
         "doctor",
         help="find what is wrong with this environment, the cause found here and the fix (seconds; trains nothing)",

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from torchenv.build import kernel
 from torchenv.cli import options
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser("kernel", help="register a Jupyter kernel that runs inside a variant")
     actions = p.add_subparsers(dest="kernel_action", required=True, metavar="ACTION")
     install = actions.add_parser("install", help="write a kernel.json for a variant's environment or SIF")

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser("module", help="write an Lmod modulefile for a checked conda environment")
     p.add_argument("variant_name", metavar="VARIANT", help="conda")
     p.add_argument("prefix", metavar="PREFIX", help="the conda environment (e.g. .nox/conda-env)")

@@ -17,7 +17,7 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 from torchenv.errors import TorchenvError
 
@@ -95,19 +95,25 @@ COUNT = Number(int, 1, maximum=1_000_000)
 COUNT_OR_ZERO = Number(int, 0, maximum=1_000_000)
 
 
+#: What ``add_parser(sub)`` of every command module is given: the subparsers of a :class:`Parser`.
+Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are TorchenvErrors (exit 2, one paragraph, the fix), that
     refuses empty values, and that names an unknown flag before complaining about a missing one."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Any: forwarded as is to ArgumentParser
         super().__init__(*args, **kwargs)
         self.register("type", None, nonempty)  # every option without a type: text, not empty
         self._seen: list[str] = []
         #: Called with the value of an invalid choice, to explain it in the domain's words.
         self.on_invalid_choice: Callable[[str], None] | None = None
 
-    def add_subparsers(self, **kwargs: Any) -> Any:
-        action = super().add_subparsers(**kwargs)
+    # One signature for argparse's overloads: kwargs (Any) go to it as they are; the result is typed for
+    # parser_class=Parser, the class every torchenv command parser is (cli.main passes it).
+    def add_subparsers(self, **kwargs: Any) -> Subcommands:  # type: ignore[override]
+        action: Subcommands = super().add_subparsers(**kwargs)
         action.type = str  # the words after a command are its subparser's to check, not this parser's
         return action
 
@@ -169,7 +175,13 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 
 def add_number(
-    p: Any, flag: str, number: Number, *, help: str, default: int | float | None = None, metavar: str = "N"
+    p: argparse._ActionsContainer,
+    flag: str,
+    number: Number,
+    *,
+    help: str,
+    default: int | float | None = None,
+    metavar: str = "N",
 ) -> None:
     """A numeric option: checked by ``number``; its range is part of the help text."""
     shown = help if help == argparse.SUPPRESS else f"{help} ({number.describe()})"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from torchenv.build import pack
 from torchenv.cli import options
@@ -11,7 +10,7 @@ from torchenv.errors import TorchenvError
 from torchenv.plan import conda
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser(
         "pack",
         help="pack a checked conda environment into a relocatable tarball, and check an unpacked copy",

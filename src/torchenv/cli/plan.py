@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from torchenv import safeio
 from torchenv.cli import options
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser("plan", help="print the source variant's build settings rendered from the spec")
     p.add_argument("variant_name", metavar="VARIANT", help="source")
     options.add_spec(p)

@@ -7,7 +7,6 @@ renderings of env/stack.toml; a unit test keeps them equal.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from torchenv.cli import options
 from torchenv.errors import TorchenvError
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser("render", help="print a variant's recipe rendered from the spec")
     p.add_argument("variant_name", metavar="VARIANT", help="ngc (Dockerfile / Apptainer definition) or conda")
     options.add_spec(p)

@@ -14,8 +14,8 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from torchenv import safeio
 from torchenv.cli import options
@@ -50,7 +50,7 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _url(flag: str) -> Any:
+def _url(flag: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if not value.startswith(("https://", "http://")) or len(value) > 2000 or any(c.isspace() for c in value):
             raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL")
@@ -165,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     return run_show(args)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     p = sub.add_parser(
         "spec",
         help="validate the spec and print a variant's normalised table; `spec outdated`, `spec freeze`",
