@@ -249,7 +249,7 @@ def test_the_real_ngc_pin_matches_its_image_version() -> None:
 
     ngc = spec.load(str(REAL_STACK)).variant("ngc")
     torch_public = ngc.torch.split("+")[0]
-    assert spec.version_matches(ngc.torch, f"{ngc.torch}.nv{ngc.options['image'].split(':')[1][:5]}")
+    assert spec.version_matches(ngc.torch, f"{ngc.torch}.nv{ngc.option_text('image').split(':')[1][:5]}")
     assert not spec.version_matches(ngc.torch, f"{torch_public}+0000000000.nv26.09")
 
 

@@ -105,7 +105,7 @@ def render_environment_yml(spec: VariantSpec) -> str:
         "# does), or the solve fails instead of silently installing a CPU build.",
         "name: torchenv-conda",
         "channels:",
-        *(f"  - {channel}" for channel in spec.options["channels"]),
+        *(f"  - {channel}" for channel in spec.option_list("channels")),
         "  - nodefaults",
         "dependencies:",
         *(f"  - {item}" for item in specs),
@@ -206,7 +206,7 @@ def lock_problems(spec: VariantSpec, text: str) -> list[str]:
     if header.get("platform") != PLATFORM:
         problems.append(f"it is for platform {header.get('platform')!r}, not {PLATFORM}")
     by_name = {p.name: p for p in packages}
-    channels = set(spec.options["channels"])
+    channels = set(spec.option_list("channels"))
 
     def want(name: str, version: str, *, build: str | None = None, exact: bool = False) -> LockedPackage | None:
         pkg = by_name.get(name)

@@ -8,6 +8,7 @@ reports and the renderers.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import json
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 from packaging.version import InvalidVersion, Version
 
@@ -31,6 +32,19 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10 images
     import tomli as tomllib
+
+if TYPE_CHECKING:  # typing has it from 3.11; the package runs on 3.10, where annotations stay strings
+    from typing import NotRequired
+
+#: What ``tomllib`` returns for a value: the parse boundary, narrowed by each field's checker.
+TomlValue: TypeAlias = (
+    "str | int | float | bool | datetime.datetime | datetime.date | datetime.time | list[TomlValue] | TomlTable"
+)
+TomlTable: TypeAlias = "dict[str, TomlValue]"
+#: A variant's checked knob (what the checkers in _CHECKERS return): text, a number, a flag, a list of text.
+OptionValue: TypeAlias = "str | int | bool | tuple[str, ...] | None"
+#: One table's checked fields (``_Loader.fields``), key -> what its checker returned.
+Fields: TypeAlias = "dict[str, OptionValue]"
 
 SCHEMA_VERSION = 1
 SPEC_ENV_VAR = "TORCHENV_SPEC"
@@ -77,6 +91,39 @@ class Build:
     min_driver: str | None
 
 
+class BuildDict(TypedDict):
+    cuda: str | None
+    arch_list: list[str]
+    min_driver: str | None
+
+
+class PromisesDict(TypedDict):
+    gpu: bool
+
+
+class VariantDict(TypedDict):
+    """:meth:`VariantSpec.to_dict`: the variant as the smoke suite and the reports receive it."""
+
+    name: str
+    python: str
+    torch: str
+    torchvision: str | None
+    packages: list[str]
+    build: BuildDict
+    promises: PromisesDict
+    options: dict[str, str | int | bool | list[str] | None]
+    spec_hash: str
+    spec_path: str
+    kind: NotRequired[str]  # always written; a hand-over from an older torchenv may lack it
+
+
+class SupportMatrix(TypedDict):
+    cuda: str | None
+    min_driver: str | None
+    arch_list: list[str]
+    requires_gpu: bool
+
+
 @dataclass(frozen=True)
 class Promises:
     """What a variant PROMISES where it runs."""
@@ -93,7 +140,7 @@ class VariantSpec:
     packages: tuple[str, ...]
     build: Build
     promises: Promises
-    options: Mapping[str, Any]  # the variant's own knobs (lock, image, channels, tags, ...)
+    options: Mapping[str, OptionValue]  # the variant's own knobs (lock, image, channels, tags, ...)
     spec_hash: str
     spec_path: str
     kind: str = ""  # one of VARIANT_KINDS; "" means the variant's own name
@@ -102,7 +149,21 @@ class VariantSpec:
     def variant_kind(self) -> str:
         return self.kind or self.name
 
-    def to_dict(self) -> dict[str, Any]:
+    def option_text(self, key: str) -> str:
+        """A text knob (``lock``, ``image``, ``pytorch_build``, ...), which the loader checked is text."""
+        value = self.options[key]
+        if not isinstance(value, str):
+            raise TypeError(f"variants.{self.name}.{key} is {value!r}, not text")
+        return value
+
+    def option_list(self, key: str) -> tuple[str, ...]:
+        """A list knob (``channels``), which the loader checked is a list of text."""
+        value = self.options[key]
+        if not isinstance(value, tuple):
+            raise TypeError(f"variants.{self.name}.{key} is {value!r}, not a list")
+        return value
+
+    def to_dict(self) -> VariantDict:
         """Plain, JSON-ready form (what the smoke suite and reports receive)."""
         return {
             "name": self.name,
@@ -116,14 +177,15 @@ class VariantSpec:
                 "min_driver": self.build.min_driver,
             },
             "promises": {"gpu": self.promises.gpu},
-            "options": _thaw(self.options),
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
             "spec_hash": self.spec_hash,
             "spec_path": self.spec_path,
             "kind": self.variant_kind,
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VariantSpec:
+    def from_dict(cls, data: VariantDict) -> VariantSpec:
+        """The inverse of :meth:`to_dict` (the smoke suite reads the runner's hand-over with it)."""
         build = data["build"]
         return cls(
             name=data["name"],
@@ -143,7 +205,7 @@ class VariantSpec:
             kind="" if data.get("kind", data["name"]) == data["name"] else str(data["kind"]),
         )
 
-    def support_matrix(self) -> dict[str, Any]:
+    def support_matrix(self) -> SupportMatrix:
         return {
             "cuda": self.build.cuda,
             "min_driver": self.build.min_driver,
@@ -175,20 +237,9 @@ class StackSpec:
         return self.variants[name]
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
+def _freeze(options: Mapping[str, str | int | bool | Sequence[str] | None]) -> Mapping[str, OptionValue]:
+    """The knobs, read-only: lists become tuples (the loader's checkers already return tuples)."""
+    return MappingProxyType({k: v if v is None or isinstance(v, str | int) else tuple(v) for k, v in options.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +303,7 @@ class _Loader:
     def fail(self, key: str, problem: str, fix: str) -> SpecError:
         return SpecError(self.path, key, problem, fix)
 
-    def check_keys(self, table: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
+    def check_keys(self, table: Mapping[str, TomlValue], allowed: Mapping[str, object], where: str) -> None:
         for key in table:
             if key not in allowed:
                 close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
@@ -263,7 +314,7 @@ class _Loader:
                     f"remove it or rename it; keys allowed here: {', '.join(sorted(allowed))}",
                 )
 
-    def table(self, parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    def table(self, parent: Mapping[str, TomlValue], key: str, where: str) -> TomlTable:
         full = f"{where}.{key}" if where else key
         if key not in parent:
             raise self.fail(full, "missing table", f"add a [{full}] table")
@@ -272,8 +323,8 @@ class _Loader:
             raise self.fail(full, f"expected a table, got {type(value).__name__}", f"make [{full}] a table")
         return value
 
-    def fields(self, table: Mapping[str, Any], schema: Mapping[str, _Field], where: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def fields(self, table: Mapping[str, TomlValue], schema: Mapping[str, _Field], where: str) -> Fields:
+        out: Fields = {}
         for key, spec in schema.items():
             full = f"{where}.{key}"
             if key not in table:
@@ -284,7 +335,7 @@ class _Loader:
         return out
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """A value for an error message: short, whatever its size (a 5,000-entry list stays one line)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
         return f"an integer of {len(str(abs(value)))} digits"
@@ -292,7 +343,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:60]}... ({type(value).__name__}, {len(text)} characters)"
 
 
-def _want_str(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _want_str(loader: _Loader, key: str, value: TomlValue | None, spec: _Field) -> str:
     if not isinstance(value, str) or not value.strip():
         kind = "" if isinstance(value, str) else f" ({type(value).__name__})"
         raise loader.fail(key, f"expected a non-empty string, got {_shown(value)}{kind}", f"set it to {spec.help}")
@@ -304,7 +355,7 @@ def _want_str(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
     return value.strip()
 
 
-def _check_lock(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _check_lock(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str:
     """A lock path stays inside the spec's folder: torchenv runs as root on build hosts, and
     ``lock = "/etc/shadow"`` was read (issue 14)."""
     text = _want_str(loader, key, value, spec)
@@ -317,7 +368,7 @@ def _check_lock(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
     return text
 
 
-def _check_version(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _check_version(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str:
     text = _want_str(loader, key, value, spec)
     try:
         Version(text)
@@ -326,14 +377,14 @@ def _check_version(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
     return text
 
 
-def _check_python(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _check_python(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str:
     text = _want_str(loader, key, value, spec)
     if not _PYTHON_RE.match(text):
         raise loader.fail(key, f"malformed Python version {text!r}", f"use {spec.help}")
     return text
 
 
-def _check_cuda(loader: _Loader, key: str, value: Any, spec: _Field) -> str | None:
+def _check_cuda(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str | None:
     text = _want_str(loader, key, value, spec)
     if text.lower() in {"none", "cpu"}:
         return None
@@ -342,20 +393,20 @@ def _check_cuda(loader: _Loader, key: str, value: Any, spec: _Field) -> str | No
     return text
 
 
-def _check_driver(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _check_driver(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str:
     text = _want_str(loader, key, value, spec)
     if not _DRIVER_RE.match(text):
         raise loader.fail(key, f"malformed driver version {text!r}", f"use {spec.help}")
     return text
 
 
-def _check_bool(loader: _Loader, key: str, value: Any, spec: _Field) -> bool:
+def _check_bool(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> bool:
     if not isinstance(value, bool):
         raise loader.fail(key, f"expected true or false, got {value!r}", "write true or false (no quotes)")
     return value
 
 
-def _check_int(loader: _Loader, key: str, value: Any, spec: _Field) -> int:
+def _check_int(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOBS:
         raise loader.fail(
             key, f"expected a positive integer (at most {MAX_JOBS}), got {_shown(value)}", f"use {spec.help}"
@@ -363,18 +414,19 @@ def _check_int(loader: _Loader, key: str, value: Any, spec: _Field) -> int:
     return value
 
 
-def _str_list(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+def _str_list(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> tuple[str, ...]:
+    texts = [v for v in value if isinstance(v, str) and v] if isinstance(value, list) else None
+    if not isinstance(value, list) or texts is None or len(texts) != len(value):
         raise loader.fail(key, f"expected a list of strings, got {_shown(value)}", f"use {spec.help}")
-    if len(set(value)) != len(value):
+    if len(set(texts)) != len(texts):
         raise loader.fail(key, "lists an entry twice", "remove the duplicate")
-    for item in value:
+    for item in texts:
         if len(item) > MAX_STRING or _CONTROL_RE.search(item):
             raise loader.fail(key, f"entry {_shown(item)} is too long or holds a control character", f"use {spec.help}")
-    return tuple(value)
+    return tuple(texts)
 
 
-def _check_packages(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[str, ...]:
+def _check_packages(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> tuple[str, ...]:
     names = _str_list(loader, key, value, spec)
     for name in names:
         if not _PACKAGE_RE.match(name):
@@ -386,7 +438,7 @@ def _check_packages(loader: _Loader, key: str, value: Any, spec: _Field) -> tupl
     return names
 
 
-def _check_archs(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[str, ...]:
+def _check_archs(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> tuple[str, ...]:
     archs = _str_list(loader, key, value, spec)
     for arch in archs:
         if not _ARCH_RE.match(arch):
@@ -394,7 +446,7 @@ def _check_archs(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[s
     return archs
 
 
-def _check_channels(loader: _Loader, key: str, value: Any, spec: _Field) -> tuple[str, ...]:
+def _check_channels(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> tuple[str, ...]:
     channels = _str_list(loader, key, value, spec)
     if not channels:
         raise loader.fail(key, "lists no channel", 'use channels = ["conda-forge"]')
@@ -408,14 +460,14 @@ def _check_channels(loader: _Loader, key: str, value: Any, spec: _Field) -> tupl
     return channels
 
 
-def _check_image(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _check_image(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str:
     text = _want_str(loader, key, value, spec)
     if not _IMAGE_RE.match(text):
         raise loader.fail(key, f"{text!r} is not an image reference with a tag", f"use {spec.help}")
     return text
 
 
-def _check_digest(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
+def _check_digest(loader: _Loader, key: str, value: TomlValue, spec: _Field) -> str:
     if value == "":
         return ""
     text = _want_str(loader, key, value, spec)
@@ -424,7 +476,7 @@ def _check_digest(loader: _Loader, key: str, value: Any, spec: _Field) -> str:
     return text
 
 
-_CHECKERS: dict[str, Callable[[_Loader, str, Any, _Field], Any]] = {
+_CHECKERS: dict[str, Callable[[_Loader, str, TomlValue, _Field], OptionValue]] = {
     "str": _want_str,
     "lock": _check_lock,
     "version": _check_version,
@@ -463,7 +515,37 @@ def _arch_number(arch: str) -> int:
     return int(match.group(2))
 
 
-def _variant_kind(loader: _Loader, name: str, table: Mapping[str, Any]) -> str:
+# What a field's checker returned, as its type: each _CHECKERS entry returns one type, so a mismatch
+# here is a bug in this module (a TypeError naming the key), never a problem in the spec.
+def _text(fields: Fields, key: str) -> str:
+    value = fields[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key}: checked as text, got {value!r}")
+    return value
+
+
+def _opt_text(fields: Fields, key: str) -> str | None:
+    value = fields.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key}: checked as text or none, got {value!r}")
+    return value
+
+
+def _texts(fields: Fields, key: str) -> tuple[str, ...]:
+    value = fields.get(key, ())
+    if not isinstance(value, tuple):
+        raise TypeError(f"{key}: checked as a list, got {value!r}")
+    return value
+
+
+def _flag(fields: Fields, key: str) -> bool:
+    value = fields[key]
+    if not isinstance(value, bool):
+        raise TypeError(f"{key}: checked as true or false, got {value!r}")
+    return value
+
+
+def _variant_kind(loader: _Loader, name: str, table: Mapping[str, TomlValue]) -> str:
     where = f"variants.{name}"
     if "kind" not in table:
         if name in VARIANT_NAMES:
@@ -496,7 +578,7 @@ def _variant_kind(loader: _Loader, name: str, table: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> VariantSpec:
+def _check_variant(loader: _Loader, name: str, table: Mapping[str, TomlValue]) -> VariantSpec:
     where = f"variants.{name}"
     kind = _variant_kind(loader, name, table)
     options_schema = _OPTIONS[kind]
@@ -511,8 +593,8 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
     loader.check_keys(promises_table, _PROMISES, f"{where}.promises")
     promises = loader.fields(promises_table, _PROMISES, f"{where}.promises")
 
-    cuda: str | None = build["cuda"]
-    archs: tuple[str, ...] = build.get("arch_list", ())
+    cuda = _opt_text(build, "cuda")
+    archs = _texts(build, "arch_list")
     if cuda is None and promises["gpu"]:
         raise loader.fail(
             f"{where}.promises.gpu",
@@ -537,7 +619,7 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
                 )
     if kind == "source":
         try:
-            derived = arch_list_from_torch_cuda_arch_list(options["torch_cuda_arch_list"])
+            derived = arch_list_from_torch_cuda_arch_list(_text(options, "torch_cuda_arch_list"))
         except ValueError as exc:
             raise loader.fail(
                 f"{where}.torch_cuda_arch_list",
@@ -551,11 +633,12 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
                 f"set build.arch_list = {json.dumps(list(derived))}",
             )
 
-    torchvision = common.get("torchvision")
+    torch = _text(common, "torch")
+    torchvision = _opt_text(common, "torchvision")
     if torchvision is not None:
-        ok, note = compat.check_pair(common["torch"], torchvision)
+        ok, note = compat.check_pair(torch, torchvision)
         if not ok:
-            fits = compat.torchvision_for(common["torch"])
+            fits = compat.torchvision_for(torch)
             raise loader.fail(
                 f"{where}.torchvision",
                 f"torch {common['torch']} and torchvision {torchvision} are known to be incompatible: {note}",
@@ -564,7 +647,7 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
         if note:
             loader.warnings.append(f"{loader.path}: {where}: {note}")
 
-    normalised: dict[str, Any] = {
+    normalised: dict[str, object] = {  # only hashed
         "variant": name,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in common.items()},
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
@@ -576,12 +659,12 @@ def _check_variant(loader: _Loader, name: str, table: Mapping[str, Any]) -> Vari
     digest = hashlib.sha256(json.dumps(normalised, sort_keys=True).encode()).hexdigest()[:12]
     return VariantSpec(
         name=name,
-        python=common["python"],
-        torch=common["torch"],
+        python=_text(common, "python"),
+        torch=torch,
         torchvision=torchvision,
-        packages=common.get("packages", ()),
-        build=Build(cuda=cuda, arch_list=archs, min_driver=build.get("min_driver")),
-        promises=Promises(gpu=promises["gpu"]),
+        packages=_texts(common, "packages"),
+        build=Build(cuda=cuda, arch_list=archs, min_driver=_opt_text(build, "min_driver")),
+        promises=Promises(gpu=_flag(promises, "gpu")),
         options=_freeze(options),
         spec_hash=digest,
         spec_path=loader.path,
