@@ -25,6 +25,15 @@ from torchenv.bench import logic as bench_logic
 from torchenv.bench import peaks
 from torchenv.bench import run as bench
 from torchenv.bench.logic import CnnConfig, Item
+from torchenv.bench.records import (
+    BenchReport,
+    CnnRun,
+    CopyResult,
+    DeviceFacts,
+    LinkFacts,
+    MatmulResult,
+    SweepPoint,
+)
 from torchenv.cli import main as cli
 from torchenv.errors import TorchenvError
 from torchenv.probe import nvidia as nvml
@@ -200,7 +209,7 @@ def test_change_and_ratio() -> None:
     assert bench_logic.ratio(float("nan"), 1.0) is None
 
 
-def _matmul(dtype: str, tflops: float, err: float | None = None, n: int = 8192) -> dict[str, Any]:
+def _matmul(dtype: str, tflops: float, err: float | None = None, n: int = 8192) -> MatmulResult:
     seconds = 2 * n**3 / (tflops * 1e12)
     tol = bench_logic.MATMUL_TOLERANCE[dtype]
     return {
@@ -240,7 +249,11 @@ def test_matmul_beyond_tolerance_is_wrong_and_fails() -> None:
 
 def test_fp32_under_the_ngc_tf32_override_says_so_injected_gpu_facts() -> None:
     entry = peaks.lookup("NVIDIA H100 80GB HBM3")
-    m = {**_matmul("fp32", 330.0, err=6e-4), "tolerance": bench_logic.MATMUL_TOLERANCE["tf32"], "tf32_override": True}
+    m: MatmulResult = {
+        **_matmul("fp32", 330.0, err=6e-4),
+        "tolerance": bench_logic.MATMUL_TOLERANCE["tf32"],
+        "tf32_override": True,
+    }
     ref = bench_logic.matmul_reference_for(m, True, entry, peaks.PeakOverrides())
     assert ref.value == pytest.approx(494_700.0) and ref.label == "NVIDIA H100 SXM datasheet, TF32 peak"
     item = bench_logic.matmul_item(m, ref)
@@ -287,7 +300,7 @@ def test_skipped_and_errored_matmul() -> None:
 # copies and the link
 
 
-GEN5_IDLE = {"max_generation": 5, "max_width": 16, "current_generation": 1, "current_width": 16}
+GEN5_IDLE: LinkFacts = {"max_generation": 5, "max_width": 16, "current_generation": 1, "current_width": 16}
 
 
 def test_link_peak_uses_nvml_max_not_the_idle_link_injected_nvml_facts() -> None:
@@ -316,7 +329,7 @@ def test_memory_peak_from_table_then_derived_then_override_injected_gpu_facts() 
     assert given.value == pytest.approx(4000.0)
 
 
-def _copy(kind: str, gbs: float, verified: bool = True) -> dict[str, Any]:
+def _copy(kind: str, gbs: float, verified: bool = True) -> CopyResult:
     moved = 2 * 2**28 if kind == "d2d" else 2**28
     return {
         "kind": kind,
@@ -373,7 +386,7 @@ def test_cnn_plan_on_a_v100_with_one_cpu_injected_gpu_facts() -> None:
 
 def test_cnn_items_speedups_and_verdicts() -> None:
     plan = bench_logic.plan_cnn(False, None, 2)
-    runs = [
+    runs: list[CnnRun] = [
         {"name": "naive", "images_per_s": 400.0, "loss_first": 2.3, "loss_last": 1.9, "seconds": 2.5},
         {"name": "workers", "images_per_s": 600.0, "loss_first": 2.3, "loss_last": 1.9},
         {"name": "amp", "images_per_s": 300.0, "loss_first": 2.3, "loss_last": 1.9},
@@ -392,7 +405,7 @@ def test_cnn_items_speedups_and_verdicts() -> None:
 
 def test_cnn_nonfinite_loss_is_wrong_and_gpu_util_shows_injected_gpu_facts() -> None:
     plan = bench_logic.plan_cnn(True, (9, 0), 8)
-    runs = [
+    runs: list[CnnRun] = [
         {"name": c.name, "images_per_s": 1000.0, "loss_first": 2.3, "loss_last": 2.0, "gpu_util": {"gpu_mean": 31.0}}
         for c in plan.configs
     ]
@@ -403,17 +416,17 @@ def test_cnn_nonfinite_loss_is_wrong_and_gpu_util_shows_injected_gpu_facts() -> 
 
 
 def test_best_round_keeps_the_least_disturbed_round() -> None:
-    runs = [
+    runs: list[CnnRun] = [
         {"name": "naive", "images_per_s": 400.0, "steps": 5},
         {"name": "naive", "images_per_s": 655.56, "steps": 8},
     ]
     best = bench_logic.best_round(runs, "images_per_s")
     assert best["steps"] == 8 and best["rounds"] == [400.0, 655.6] and "failed_rounds" not in best
-    mixed = bench_logic.best_round([{"name": "amp", "error": "RuntimeError: x"}, runs[0]], "images_per_s")
+    amp_runs: list[CnnRun] = [{"name": "amp", "error": "RuntimeError: x"}, runs[0]]
+    mixed = bench_logic.best_round(amp_runs, "images_per_s")
     assert mixed["images_per_s"] == 400.0 and mixed["failed_rounds"] == ["RuntimeError: x"]
-    failed = bench_logic.best_round(
-        [{"workers": 3, "error": "OSError: a"}, {"workers": 3, "error": "OSError: b"}], "images_per_s"
-    )
+    sweep_runs: list[SweepPoint] = [{"workers": 3, "error": "OSError: a"}, {"workers": 3, "error": "OSError: b"}]
+    failed = bench_logic.best_round(sweep_runs, "images_per_s")
     assert failed == {"workers": 3, "error": "OSError: b"}
     assert bench_logic.best_round([], "images_per_s") == {"error": "not run"}
     assert runs[1]["images_per_s"] == 655.56 and "rounds" not in runs[1]  # inputs untouched
@@ -452,7 +465,7 @@ def test_knee_tolerance_is_a_parameter() -> None:
 
 
 def test_sweep_items_name_the_knee_and_the_job_cpus() -> None:
-    points = [
+    points: list[SweepPoint] = [
         {"workers": 0, "images_per_s": 1000.0, "seconds": 1.0},
         {"workers": 1, "images_per_s": 1010.0, "seconds": 1.0},
         {"workers": 2, "images_per_s": 1900.0, "seconds": 1.0},
@@ -468,7 +481,7 @@ def test_sweep_items_name_the_knee_and_the_job_cpus() -> None:
 
 
 def test_sweep_that_does_not_scale_says_why() -> None:
-    points = [{"workers": w, "images_per_s": 1000.0 - w} for w in (0, 1, 2, 3)]
+    points: list[SweepPoint] = [{"workers": w, "images_per_s": 1000.0 - w} for w in (0, 1, 2, 3)]
     knee = next(i for i in bench_logic.sweep_items(points, 2, load_avg=5.2) if i.id == "sweep.knee")
     assert knee.value == 0 and "load average 5.2 on 2 CPUs" in knee.note
 
@@ -511,16 +524,26 @@ def _gpu_items() -> list[Item]:
     memory = bench_logic.memory_reference(entry, None, none)
     items += [bench_logic.copy_item(_copy(k, g), link, memory) for k, g in (("h2d_pinned", 55.0), ("d2d", 3900.0))]
     plan = bench_logic.plan_cnn(True, (9, 0), 16)
-    runs = [{"name": c.name, "images_per_s": 900.0, "loss_first": 2.3, "loss_last": 1.8} for c in plan.configs]
+    runs: list[CnnRun] = [
+        {"name": c.name, "images_per_s": 900.0, "loss_first": 2.3, "loss_last": 1.8} for c in plan.configs
+    ]
     runs[-1]["images_per_s"] = 9000.0
     items += bench_logic.cnn_items(runs, plan)
-    points = [{"workers": w, "images_per_s": 900.0 * min(w, 8) + 900.0} for w in bench_logic.sweep_workers(16)]
+    points: list[SweepPoint] = [
+        {"workers": w, "images_per_s": 900.0 * min(w, 8) + 900.0} for w in bench_logic.sweep_workers(16)
+    ]
     items += bench_logic.sweep_items(points, 16)
     return items
 
 
-def _report(items: list[Item], name: str = "NVIDIA H200") -> dict[str, Any]:
-    device = {"kind": "cuda", "name": name, "usable_cpus": 16, "lines": [f"device: {name}"], "sources": ["H200: x"]}
+def _report(items: list[Item], name: str = "NVIDIA H200") -> BenchReport:
+    device: DeviceFacts = {
+        "kind": "cuda",
+        "name": name,
+        "usable_cpus": 16,
+        "lines": [f"device: {name}"],
+        "sources": ["H200: x"],
+    }
     return bench_logic.build_report(
         meta={"torchenv_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00", "title": f"torchenv bench: {name}"},
         spec={"path": "env/stack.toml", "origin": "repo", "variant": "pip", "hash": "abc"},
@@ -752,7 +775,7 @@ def test_sampler_samples_gpu_utilisation_injected_nvml_library(monkeypatch: pyte
     lib = FakeNvml()
     monkeypatch.setattr(nvml, "load_library", lambda: lib)
     t0 = time.monotonic()
-    sampler = bench.Sampler({"kind": "cuda", "pci_bus_id": "00000000:17:00.0"})
+    sampler = bench.Sampler({"kind": "cuda", "name": "H100", "usable_cpus": 8, "pci_bus_id": "00000000:17:00.0"})
     assert sampler.sampler is not None
     deadline = t0 + 5
     while not sampler.sampler.samples and time.monotonic() < deadline:
@@ -761,7 +784,7 @@ def test_sampler_samples_gpu_utilisation_injected_nvml_library(monkeypatch: pyte
     done = sampler.close()
     assert window is not None and window["gpu_mean"] == 73.0
     assert done["sampled"] is True and done["gpu_max"] == 73 and lib.calls[-1] == "shutdown"
-    cpu = bench.Sampler({"kind": "cpu"})
+    cpu = bench.Sampler({"kind": "cpu", "name": "CPU", "usable_cpus": 2})
     assert cpu.window(0, 1) is None and cpu.close() == {"sampled": False, "note": "no GPU"}
 
 

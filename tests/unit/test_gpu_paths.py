@@ -16,6 +16,7 @@ import pytest
 from torchenv.bench import logic as bench_logic
 from torchenv.bench import peaks
 from torchenv.bench import run as bench
+from torchenv.bench.records import CopyResult, DeviceFacts, LinkFacts
 from torchenv.diagnose import breakages
 from torchenv.smoke import _dist
 from torchenv.spec import gpuarch
@@ -169,7 +170,13 @@ class FakeTorch:
         return True
 
 
-H200_DEVICE = {"kind": "cuda", "device": "cuda:0", "capability": [9, 0], "name": "NVIDIA H200"}
+H200_DEVICE: DeviceFacts = {
+    "kind": "cuda",
+    "device": "cuda:0",
+    "capability": [9, 0],
+    "name": "NVIDIA H200",
+    "usable_cpus": 16,
+}
 
 
 def test_fp32_row_under_the_env_override_but_tf32_off_is_judged_as_fp32_fake_torch(
@@ -244,7 +251,7 @@ def test_time_on_device_refuses_a_zero_time_fake_cuda() -> None:
 
 @pytest.mark.parametrize("name", ["NVIDIA GH200 480GB", "NVIDIA GH200 144G HBM3e", "NVIDIA GB200"])
 def test_grace_superchips_rate_pinned_copies_against_nvlink_c2c_injected_gpu_facts(name: str) -> None:
-    pcie = {"max_generation": 5, "max_width": 16, "current_generation": 5, "current_width": 16}
+    pcie: LinkFacts = {"max_generation": 5, "max_width": 16, "current_generation": 5, "current_width": 16}
     link = bench_logic.link_reference(pcie, peaks.PeakOverrides(), device_name=name)
     assert link.value == 450.0 and link.label == "NVLink-C2C" and "https://" in link.source
     memory = bench_logic.memory_reference(peaks.lookup(name), None, peaks.PeakOverrides())
@@ -253,7 +260,7 @@ def test_grace_superchips_rate_pinned_copies_against_nvlink_c2c_injected_gpu_fac
 
 
 def test_pcie_gpus_keep_the_pcie_link_injected_gpu_facts() -> None:
-    pcie = {"max_generation": 5, "max_width": 16}
+    pcie: LinkFacts = {"max_generation": 5, "max_width": 16}
     link = bench_logic.link_reference(pcie, peaks.PeakOverrides(), device_name="NVIDIA H200")
     assert link.label == "PCIe 5.0 x16" and link.value == pytest.approx(63.015, rel=1e-3)
     given = bench_logic.link_reference(pcie, peaks.parse_peaks(["link=100"]), device_name="NVIDIA GH200 480GB")
@@ -278,7 +285,7 @@ def test_a_ratio_above_1_1_marks_the_reference_suspect_injected_gpu_facts() -> N
     assert matmul.verdict == "suspect" and "--peak bf16=" in matmul.note
 
 
-def _copy(kind: str, gbs: float) -> dict[str, Any]:
+def _copy(kind: str, gbs: float) -> CopyResult:
     moved = 2 * 2**28 if kind == "d2d" else 2**28
     return {
         "kind": kind,
@@ -403,14 +410,14 @@ def test_submit_allreduce_uses_the_exact_pattern() -> None:
 
 
 def test_sweep_at_16_cpus_needs_about_100_mb_of_shm_injected_gpu_facts() -> None:
-    device = {"kind": "cuda", "usable_cpus": 16}
+    device: DeviceFacts = {"kind": "cuda", "name": "NVIDIA H200", "usable_cpus": 16}
     counts, dropped, note = bench.sweep_plan(device, 16 * 2**30)
     assert counts == [0, 1, 2, 4, 8, 16, 17] and dropped == []
     assert "needs up to 102 MiB of /dev/shm (17 workers x 2 batches of 3.0 MiB)" in note
 
 
 def test_sweep_in_a_64mb_container_skips_what_does_not_fit_injected_gpu_facts() -> None:
-    device = {"kind": "cuda", "usable_cpus": 16}
+    device: DeviceFacts = {"kind": "cuda", "name": "NVIDIA H200", "usable_cpus": 16}
     counts, dropped, note = bench.sweep_plan(device, 64 * 10**6)  # docker's default --shm-size
     assert counts == [0, 1, 2, 4, 8] and dropped == [16, 17]
     assert "skipping 16, 17 worker(s)" in note and "--shm-size" in note

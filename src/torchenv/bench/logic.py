@@ -15,9 +15,30 @@ import shlex
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, TypedDict, TypeVar
 
 from torchenv.bench import peaks
+from torchenv.bench.records import (
+    FIGURE_GROUPS,
+    BenchFigures,
+    BenchReport,
+    CheckRecord,
+    CnnConfigRecord,
+    CnnRun,
+    CopyResult,
+    DeviceFacts,
+    Figure,
+    ItemRecord,
+    LinkFacts,
+    MatmulResult,
+    ProfileInfo,
+    RawMeasurements,
+    ReportMeta,
+    Rounds,
+    SpecRef,
+    Summary,
+    SweepPoint,
+)
 
 SCHEMA = "torchenv.report/1"  # the check report's schema: compare reads both
 
@@ -63,7 +84,7 @@ class Item:
     verdict: str = "unrated"
     note: str = ""
     seconds: float = 0.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)  # details for the JSON only, never read by key
 
     @property
     def outcome(self) -> str:
@@ -71,8 +92,8 @@ class Item:
             return "failed"
         return "skipped" if self.verdict == "skipped" else "passed"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self) -> ItemRecord:
+        out: ItemRecord = {
             "id": self.id,
             "section": self.section,
             "label": self.label,
@@ -85,8 +106,10 @@ class Item:
             "outcome": self.outcome,
             "note": self.note,
             "seconds": round(self.seconds, 3),
-            **({"extra": dict(self.extra)} if self.extra else {}),
         }
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
 
 
 def skipped(item_id: str, section: str, label: str, unit: str, reason: str) -> Item:
@@ -154,7 +177,7 @@ def matmul_reference(
 
 
 def matmul_reference_for(
-    m: Mapping[str, Any], gpu: bool, device: peaks.DevicePeaks | None, overrides: peaks.PeakOverrides
+    m: MatmulResult, gpu: bool, device: peaks.DevicePeaks | None, overrides: peaks.PeakOverrides
 ) -> Reference:
     """The reference for a measured matmul: its dtype's peak, or TF32's where the NGC override made
     cuBLAS run an "fp32" matmul as TF32."""
@@ -165,9 +188,7 @@ def matmul_reference_for(
     return ref
 
 
-def link_reference(
-    link: Mapping[str, Any] | None, overrides: peaks.PeakOverrides, device_name: str | None = None
-) -> Reference:
+def link_reference(link: LinkFacts | None, overrides: peaks.PeakOverrides, device_name: str | None = None) -> Reference:
     """The host<->device link's peak per direction: NVLink-C2C on a Grace superchip (GH200, GB200),
     where host memory is not behind PCIe; else NVML's maximum PCIe generation and width."""
     given = overrides.get("link")
@@ -220,7 +241,7 @@ def suspect_note(r: float | None, peak_name: str) -> str:
     )
 
 
-def matmul_item(m: Mapping[str, Any], ref: Reference) -> Item:
+def matmul_item(m: MatmulResult, ref: Reference) -> Item:
     """``m``: dtype, n, iterations, seconds (per matmul), flops_per_s, rel_error, tolerance; or skipped / error."""
     dtype = str(m["dtype"])
     label = f"matmul {dtype}"
@@ -289,7 +310,7 @@ COPY_LABELS: Mapping[str, str] = {
 }
 
 
-def copy_item(m: Mapping[str, Any], link: Reference, memory: Reference, pinned_gbs: float | None = None) -> Item:
+def copy_item(m: CopyResult, link: Reference, memory: Reference, pinned_gbs: float | None = None) -> Item:
     """``m``: kind (a COPY_LABELS key), bytes, seconds, gbs (bytes moved / time; d2d counts read + write), verified."""
     kind = str(m["kind"])
     label = COPY_LABELS[kind]
@@ -364,7 +385,7 @@ class CnnConfig:
             parts.append("TF32")
         return ", ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CnnConfigRecord:
         return {
             "name": self.name,
             "workers": self.workers,
@@ -381,10 +402,20 @@ class CnnPlan:
     skipped: Mapping[str, str]  # knob -> why it does not apply here
 
 
+class _Knobs(TypedDict, total=False):
+    """The knobs a CnnConfig turns on (its keyword arguments)."""
+
+    workers: int
+    pin_memory: bool
+    amp: str
+    channels_last: bool
+    tf32: bool
+
+
 def plan_cnn(gpu: bool, capability: tuple[int, int] | None, usable_cpus: int) -> CnnPlan:
     """Naive (torch defaults, num_workers=0), each applicable knob added alone, and all of them together."""
     ampere = gpu and capability is not None and capability >= (8, 0)
-    knobs: dict[str, dict[str, Any]] = {}
+    knobs: dict[str, _Knobs] = {}
     why: dict[str, str] = {}
     workers = usable_cpus - 1  # doctor's rule: the main process keeps one CPU
     if workers >= 1:
@@ -405,14 +436,14 @@ def plan_cnn(gpu: bool, capability: tuple[int, int] | None, usable_cpus: int) ->
         )
     configs = [CnnConfig("naive")]
     configs += [CnnConfig(name, **kw) for name, kw in knobs.items()]
-    together: dict[str, Any] = {}
+    together: _Knobs = {}
     for kw in knobs.values():
         together.update(kw)
     configs.append(CnnConfig("all", **together))
     return CnnPlan(tuple(configs), why)
 
 
-def cnn_items(results: Sequence[Mapping[str, Any]], plan: CnnPlan) -> list[Item]:
+def cnn_items(results: Sequence[CnnRun], plan: CnnPlan) -> list[Item]:
     """``results``: one per config in plan order: name, images, seconds, images_per_s, loss_first, loss_last,
     optionally gpu_util {gpu_mean, ...}; or error."""
     by_name = {str(r["name"]): r for r in results}
@@ -465,13 +496,24 @@ def cnn_items(results: Sequence[Mapping[str, Any]], plan: CnnPlan) -> list[Item]
     return items
 
 
-def best_round(runs: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
+_Run = TypeVar("_Run", CnnRun, SweepPoint)
+
+
+def _rate(r: Rounds, key: Literal["images_per_s"]) -> float | None:
+    value = r.get(key)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
+
+
+def best_round(runs: Sequence[_Run], key: Literal["images_per_s"]) -> _Run:
     """The run with the highest ``key`` among rounds of one measurement, with every round's value in
     ``rounds`` (on a shared machine the best round is the least disturbed one). All failed: the last error."""
-    good = [r for r in runs if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and r[key] > 0]
+    good = [r for r in runs if _rate(r, key) is not None]
     if not good:
-        return dict(runs[-1]) if runs else {"error": "not run"}
-    best = dict(max(good, key=lambda r: float(r[key])))
+        if runs:
+            return runs[-1].copy()
+        failed: _Run = {"error": "not run"}
+        return failed
+    best = max(good, key=lambda r: float(r[key])).copy()
     best["rounds"] = [round(float(r[key]), 1) for r in good]
     if len(good) < len(runs):
         best["failed_rounds"] = [str(r.get("error")) for r in runs if r not in good]
@@ -535,7 +577,7 @@ def knee(points: Sequence[tuple[int, float]], tolerance: float = KNEE_TOLERANCE)
     return min(w for w, r in valid if r >= (1 - tolerance) * best)
 
 
-def sweep_items(points: Sequence[Mapping[str, Any]], usable_cpus: int, load_avg: float | None = None) -> list[Item]:
+def sweep_items(points: Sequence[SweepPoint], usable_cpus: int, load_avg: float | None = None) -> list[Item]:
     """``points``: workers, images_per_s (or error), seconds. Items per point and the knee."""
     good = [(int(p["workers"]), float(p["images_per_s"])) for p in points if p.get("images_per_s")]
     base = next((r for w, r in good if w == 0), None)
@@ -617,7 +659,7 @@ def sweep_items(points: Sequence[Mapping[str, Any]], usable_cpus: int, load_avg:
 # profiling
 
 
-def profile_item(info: Mapping[str, Any]) -> Item:
+def profile_item(info: ProfileInfo) -> Item:
     """The profiled steps: their rate (under the profiler, so not a figure to compare) and where the trace is."""
     if info.get("error"):
         return Item(
@@ -684,26 +726,32 @@ def profiler_commands(python: str, out_dir: str) -> dict[str, str]:
 # the report
 
 
-def bench_figures(items: Sequence[Item], wall_seconds: float | None = None) -> dict[str, Any]:
+def bench_figures(items: Sequence[Item], wall_seconds: float | None = None) -> BenchFigures:
     """The report's ``"bench"`` object, in the shape ``torchenv compare`` reads: groups of
     name -> {value, unit}. Only measured items; ratios to peaks and speedups as their own groups."""
-    out: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[str, Figure]] = {}
     for item in items:
         if item.value is None or item.verdict in FAILED_VERDICTS or item.section == "profile":
             continue
         section, _, name = item.id.partition(".")
-        out.setdefault(section, {})[name] = {"value": round(item.value, 4), "unit": item.unit}
+        groups.setdefault(section, {})[name] = {"value": round(item.value, 4), "unit": item.unit}
         if item.ratio is not None:
             group = f"{section}_of_peak" if section in ("matmul", "copy") else f"{section}_speedup"
             unit = "of peak" if section in ("matmul", "copy") else "x"
-            out.setdefault(group, {})[name] = {"value": round(item.ratio, 4), "unit": unit}
+            groups.setdefault(group, {})[name] = {"value": round(item.ratio, 4), "unit": unit}
+    out: BenchFigures = {}
+    for key, figures in groups.items():  # in the order the items came
+        known = next((g for g in FIGURE_GROUPS if g == key), None)
+        if known is not None:  # every item's section is one (profile items are left out above)
+            out[known] = figures
     if wall_seconds is not None:
         out["wall_seconds"] = {"value": round(wall_seconds, 2), "unit": "s"}
     return out
 
 
-def summary(items: Sequence[Item], seconds: float) -> dict[str, Any]:
+def summary(items: Sequence[Item], seconds: float) -> Summary:
     failed = [i.id for i in items if i.outcome == "failed"]
+    outcome: Literal["passed", "failed"]
     passed = sum(1 for i in items if i.outcome == "passed")
     skipped_n = sum(1 for i in items if i.outcome == "skipped")
     if failed:
@@ -722,9 +770,9 @@ def summary(items: Sequence[Item], seconds: float) -> dict[str, Any]:
     }
 
 
-def checks(items: Sequence[Item]) -> list[dict[str, Any]]:
+def checks(items: Sequence[Item]) -> list[CheckRecord]:
     """Each item as a check entry (what ``torchenv compare`` lines up between reports)."""
-    out = []
+    out: list[CheckRecord] = []
     for item in items:
         message = item.note if item.outcome != "passed" else f"{item.verdict}: {item.note}"
         out.append(
@@ -741,33 +789,33 @@ def checks(items: Sequence[Item]) -> list[dict[str, Any]]:
 
 def build_report(
     *,
-    meta: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    facts: Mapping[str, Any],
-    device: Mapping[str, Any],
+    meta: ReportMeta,
+    spec: SpecRef,
+    facts: Mapping[str, object],
+    device: DeviceFacts,
     items: Sequence[Item],
-    raw: Mapping[str, Any],
+    raw: RawMeasurements,
     seconds: float,
-) -> dict[str, Any]:
+) -> BenchReport:
     """The JSON report: a ``torchenv.report/1`` document (spec, summary, checks, facts, packages) plus
     the bench's device, items, raw measurements and the ``"bench"`` figures compare shows."""
-    facts = dict(facts)
-    packages = facts.pop("packages", [])
-    fingerprint = facts.pop("packages_fingerprint", None)
+    rest = dict(facts)
+    packages = rest.pop("packages", [])
+    fingerprint = rest.pop("packages_fingerprint", None)
     return {
         "schema": SCHEMA,
         "kind": "bench",
-        **dict(meta),
-        "spec": dict(spec),
+        **meta,
+        "spec": spec.copy(),
         "summary": summary(items, seconds),
         "checks": checks(items),
-        "device": dict(device),
+        "device": device.copy(),
         "results": [i.to_dict() for i in items],
-        **{k: v for k, v in raw.items()},
+        **raw,
         "bench": bench_figures(items, seconds),
-        "facts": facts,
-        "packages": packages,
-        "packages_fingerprint": fingerprint,
+        "facts": rest,
+        "packages": packages if isinstance(packages, list) else [],  # probe.facts gives a list, or none
+        "packages_fingerprint": fingerprint if isinstance(fingerprint, str) else None,
     }
 
 
@@ -813,9 +861,10 @@ SECTION_TITLES: Mapping[str, str] = {
 }
 
 
-def render(report: Mapping[str, Any], width: int | None = None) -> str:
+def render(report: BenchReport, width: int | None = None, *, outputs: Sequence[str] = ()) -> str:
+    """The table people read; ``outputs``: the lines naming what the run wrote (its report's ``outputs``)."""
     width = width or max(100, min(shutil.get_terminal_size((140, 20)).columns, 200))
-    device = report.get("device") or {}
+    device = report["device"]
     lines = [str(report.get("title") or "torchenv bench")]
     for line in device.get("lines") or []:
         lines.append(f"  {line}")
@@ -857,11 +906,11 @@ def render(report: Mapping[str, Any], width: int | None = None) -> str:
     if sources:
         lines += ["", "REFERENCES"]
         lines += [f"  {s}" for s in sources]
-    for key, title in (("profile", "PROFILE"), ("outputs", "OUTPUTS")):
-        block = report.get(key)
-        if isinstance(block, dict) and block.get("lines"):
+    blocks = (("PROFILE", report.get("profile", {}).get("lines")), ("OUTPUTS", outputs))
+    for title, block_lines in blocks:
+        if block_lines:
             lines += ["", title]
-            lines += [f"  {line}" for line in block["lines"]]
+            lines += [f"  {line}" for line in block_lines]
     s = report["summary"]
     lines.append("")
     if s["outcome"] == "passed":
@@ -873,7 +922,7 @@ def render(report: Mapping[str, Any], width: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def _item_of(d: Mapping[str, Any]) -> Item:
+def _item_of(d: ItemRecord) -> Item:
     return Item(
         d["id"],
         d["section"],

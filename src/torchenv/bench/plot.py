@@ -8,16 +8,21 @@ CNN's images/s per configuration with the speedup over naive. Reads only the rep
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from torchenv.bench.records import Axes, BenchReport, ItemRecord
 
 
-def _items(report: Mapping[str, Any], section: str) -> list[Mapping[str, Any]]:
+def _items(report: BenchReport, section: str) -> list[ItemRecord]:
     return [i for i in report["results"] if i["section"] == section and i.get("value") is not None]
 
 
-def write(report: Mapping[str, Any], path: str) -> None:
+def _number(value: float | None) -> float:
+    """A value or ratio of an item :func:`_items` kept (or one filtered on its ratio): never None there."""
+    return float(value or 0.0)
+
+
+def write(report: BenchReport, path: str) -> None:
     # the object API: no pyplot, no GUI backend, no global state. Imported by name so the type checker
     # needs no matplotlib (it is optional: --plot only)
     figure = importlib.import_module("matplotlib.figure")
@@ -32,20 +37,20 @@ def write(report: Mapping[str, Any], path: str) -> None:
     fig.savefig(target, dpi=110)
 
 
-def _sweep(ax: Any, report: Mapping[str, Any]) -> None:
+def _sweep(ax: Axes, report: BenchReport) -> None:
     points = [i for i in _items(report, "sweep") if i["id"].startswith("sweep.workers_")]
     ax.set_title("DataLoader num_workers sweep")
     if not points:
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         return
     workers = [int(i["id"].rsplit("_", 1)[1]) for i in points]
-    rates = [float(i["value"]) for i in points]
+    rates = [_number(i["value"]) for i in points]
     ax.plot(workers, rates, marker="o")
     knee = next((i for i in _items(report, "sweep") if i["id"] == "sweep.knee"), None)
     if knee is not None:
-        k = int(knee["value"])
+        k = int(_number(knee["value"]))
         ax.axvline(k, color="tab:green", linestyle="--", label=f"knee: {k} worker(s)")
-    usable = (report.get("device") or {}).get("usable_cpus")
+    usable = report["device"].get("usable_cpus")
     if usable:
         ax.axvline(usable, color="gray", linestyle=":", label=f"usable CPUs: {usable}")
     ax.set_xlabel("num_workers")
@@ -55,11 +60,11 @@ def _sweep(ax: Any, report: Mapping[str, Any]) -> None:
     ax.legend(loc="lower right")
 
 
-def _peaks(ax: Any, report: Mapping[str, Any]) -> None:
+def _peaks(ax: Axes, report: BenchReport) -> None:
     rated = [i for s in ("matmul", "copy") for i in _items(report, s) if i.get("ratio") is not None]
     if rated:
         labels = [str(i["label"]).split(" (")[0] for i in rated]
-        values = [100 * float(i["ratio"]) for i in rated]
+        values = [100 * _number(i["ratio"]) for i in rated]
         bars = ax.barh(labels, values, color=[_colour(i["verdict"]) for i in rated])
         ax.axvline(100, color="black", linewidth=1)
         ax.bar_label(bars, labels=[f"{v:.0f}%" for v in values], padding=2)
@@ -74,7 +79,7 @@ def _peaks(ax: Any, report: Mapping[str, Any]) -> None:
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         return
     labels = [str(i["label"]).split(" (")[0] for i in matmul]
-    values = [float(i["value"]) for i in matmul]
+    values = [_number(i["value"]) for i in matmul]
     bars = ax.barh(labels, values, color="tab:blue")
     ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=2)
     ax.margins(x=0.15)
@@ -82,16 +87,16 @@ def _peaks(ax: Any, report: Mapping[str, Any]) -> None:
     ax.invert_yaxis()
 
 
-def _cnn(ax: Any, report: Mapping[str, Any]) -> None:
-    runs: Sequence[Mapping[str, Any]] = _items(report, "cnn")
+def _cnn(ax: Axes, report: BenchReport) -> None:
+    runs = _items(report, "cnn")
     ax.set_title("CNN training: each knob alone, then all")
     if not runs:
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         return
     labels = [str(i["id"]).split(".", 1)[1] for i in runs]
-    values = [float(i["value"]) for i in runs]
+    values = [_number(i["value"]) for i in runs]
     bars = ax.bar(labels, values, color=[_colour(i["verdict"]) for i in runs])
-    ax.bar_label(bars, labels=[f"x{float(i['ratio']):.2f}" if i.get("ratio") else "" for i in runs], padding=2)
+    ax.bar_label(bars, labels=[f"x{_number(i['ratio']):.2f}" if i.get("ratio") else "" for i in runs], padding=2)
     ax.set_ylabel("images/s")
     ax.tick_params(axis="x", labelrotation=20)
 

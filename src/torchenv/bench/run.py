@@ -25,15 +25,32 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from torchenv import __version__
 from torchenv.bench import logic as bench_logic
 from torchenv.bench import peaks
 from torchenv.bench.logic import CnnConfig, Item
+from torchenv.bench.records import (
+    CnnRaw,
+    CnnRun,
+    CopyResult,
+    DeviceFacts,
+    DeviceTiming,
+    GpuUtil,
+    LinkFacts,
+    MatmulResult,
+    ProfileInfo,
+    RawMeasurements,
+    SweepPoint,
+    Torch,
+    TorchObject,
+    WorkloadInfo,
+    WrittenReport,
+)
 from torchenv.errors import ToolMissing, TorchenvError
 from torchenv.probe import nvidia as nvml
 
@@ -64,32 +81,62 @@ def _log(msg: str) -> None:
 # device
 
 
-def device_facts(torch: Any, lib: Any | None = None) -> dict[str, Any]:
-    """What the bench needs to know about where it runs: the device, its table entry, the link."""
+def _link_facts(raw: Mapping[str, object]) -> LinkFacts:
+    """NVML's link reading (``probe.nvidia.Nvml.pcie``), narrowed to its known keys."""
+    link: LinkFacts = {}
+    for key in ("max_generation", "max_width", "current_generation", "current_width"):
+        value = raw.get(key)
+        if isinstance(value, int):
+            link[key] = value
+    errors = raw.get("errors")
+    if isinstance(errors, list):
+        link["errors"] = [str(e) for e in errors]
+    return link
+
+
+def _gpu_util(raw: Mapping[str, object]) -> GpuUtil:
+    """NVML's utilisation summary (``probe.nvidia.summarize``), narrowed to its known keys."""
+    samples, gpu_mean, gpu_max, memory_mean = (raw.get(k) for k in ("samples", "gpu_mean", "gpu_max", "memory_mean"))
+    return {
+        "samples": samples if isinstance(samples, int) else 0,
+        "gpu_mean": float(gpu_mean) if isinstance(gpu_mean, (int, float)) else None,
+        "gpu_max": gpu_max if isinstance(gpu_max, int) else None,
+        "memory_mean": float(memory_mean) if isinstance(memory_mean, (int, float)) else None,
+    }
+
+
+def device_facts(torch: Torch, lib: object | None = None) -> DeviceFacts:
+    """What the bench needs to know about where it runs: the device, its table entry, the link.
+    ``lib``: the NVML library to use (``probe.nvidia.load_library()`` when None; tests give a fake)."""
     from torchenv.probe import facts as facts_mod
 
     limits = facts_mod.cpu_limits()
     usable = limits.get("usable") or os.cpu_count() or 1
-    info: dict[str, Any] = {
+    limited_by = limits.get("limited_by")
+    cpu_model = facts_mod.cpu_facts().get("model")
+    base: DeviceFacts = {
         "usable_cpus": int(usable),
-        "cpus_limited_by": limits.get("limited_by"),
-        "cpu_model": facts_mod.cpu_facts().get("model"),
-        "torch_threads": torch.get_num_threads(),
+        "cpus_limited_by": [str(x) for x in limited_by] if isinstance(limited_by, list) else None,
+        "cpu_model": str(cpu_model) if cpu_model is not None else None,
+        "torch_threads": int(torch.get_num_threads()),
         "load_average_start": round(os.getloadavg()[0], 2),
         "tf32_override": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"),
+        "kind": "cpu",
+        "device": "cpu",
+        "name": str(cpu_model or "CPU"),
     }
     if not torch.cuda.is_available():
-        info.update(kind="cpu", device="cpu", name=info["cpu_model"] or "CPU")
-        return info
+        return base
     props = torch.cuda.get_device_properties(0)
-    info.update(
-        kind="cuda",
-        device="cuda:0",
-        name=props.name,
-        capability=[props.major, props.minor],
-        memory_gb=round(props.total_memory / 2**30, 1),
-        multi_processor_count=props.multi_processor_count,
-    )
+    info: DeviceFacts = {
+        **base,
+        "kind": "cuda",
+        "device": "cuda:0",
+        "name": str(props.name),
+        "capability": [int(props.major), int(props.minor)],
+        "memory_gb": round(props.total_memory / 2**30, 1),
+        "multi_processor_count": int(props.multi_processor_count),
+    }
     clock = getattr(props, "memory_clock_rate", None)
     bus = getattr(props, "memory_bus_width", None)
     info["memory_clock_khz"], info["memory_bus_width"] = clock, bus
@@ -108,20 +155,20 @@ def device_facts(torch: Any, lib: Any | None = None) -> dict[str, Any]:
     try:
         with nvml.Nvml(lib) as session:
             handle = session.handle(uuid=uuid, pci_bus_id=bus_id, index=0)
-            info["link"] = session.pcie(handle)
+            info["link"] = _link_facts(session.pcie(handle))
     except nvml.NvmlError as exc:
         info["link"] = {"error": str(exc)}
     return info
 
 
-def header_lines(device: dict[str, Any], torch_version: str, variant: str) -> list[str]:
+def header_lines(device: DeviceFacts, torch_version: str, variant: str) -> list[str]:
     cpus = f"{device['usable_cpus']} usable CPU(s) (limited by {', '.join(device.get('cpus_limited_by') or ['?'])})"
     lines = []
     if device["kind"] == "cuda":
         cap = ".".join(str(c) for c in device["capability"])
         known = device.get("table_entry") or "not in torchenv's peak table (pass --peak)"
         lines.append(f"device: {device['name']} (sm {cap}, {device['memory_gb']} GB); peaks: {known}")
-        link = device.get("link") or {}
+        link: LinkFacts = device.get("link") or {}
         c2c = peaks.host_link(str(device.get("name") or ""))
         if c2c is not None:
             lines.append(
@@ -158,13 +205,13 @@ def header_lines(device: dict[str, Any], torch_version: str, variant: str) -> li
 # matmul
 
 
-def _sync(torch: Any, gpu: bool) -> None:
+def _sync(torch: Torch, gpu: bool) -> None:
     if gpu:
         torch.cuda.synchronize()
 
 
 @contextlib.contextmanager
-def _matmul_precision(torch: Any, value: str) -> Iterator[None]:
+def _matmul_precision(torch: Torch, value: str) -> Iterator[None]:
     saved = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(value)
     try:
@@ -173,10 +220,10 @@ def _matmul_precision(torch: Any, value: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(saved)
 
 
-def measure_matmul(torch: Any, dtype_name: str, device: dict[str, Any], budget: float) -> dict[str, Any]:
+def measure_matmul(torch: Torch, dtype_name: str, device: DeviceFacts, budget: float) -> MatmulResult:
     gpu = device["kind"] == "cuda"
     dev = device["device"]
-    out: dict[str, Any] = {"dtype": dtype_name}
+    out: MatmulResult = {"dtype": dtype_name}
     if dtype_name == "tf32" and not gpu:
         out["skipped"] = "TF32 is an NVIDIA tensor-core mode (sm_80+); on a CPU an fp32 matmul stays fp32"
         return out
@@ -187,7 +234,7 @@ def measure_matmul(torch: Any, dtype_name: str, device: dict[str, Any], budget: 
     started = time.perf_counter()
     g = torch.Generator(device=dev).manual_seed(0)
 
-    def run(n: int, reps: int) -> tuple[Any, Any, Any, float]:
+    def run(n: int, reps: int) -> tuple[TorchObject, TorchObject, TorchObject, float]:
         a = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
         b = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
         c = torch.empty(n, n, device=dev, dtype=dtype)
@@ -217,21 +264,23 @@ def measure_matmul(torch: Any, dtype_name: str, device: dict[str, Any], budget: 
     got = c[:rows, :cols].double()
     rel = float(torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref))
     out.update(
-        n=n,
-        iterations=reps * len(windows),
-        seconds=best,
-        windows=[round(w, 6) for w in windows],
-        flops_per_s=2 * n**3 / best,
-        rel_error=rel if math.isfinite(rel) else float("inf"),
-        tolerance=bench_logic.MATMUL_TOLERANCE["tf32" if override else dtype_name],
-        tf32_override=override,
-        slice=[rows, cols],
-        total_seconds=time.perf_counter() - started,
+        {
+            "n": n,
+            "iterations": reps * len(windows),
+            "seconds": best,
+            "windows": [round(w, 6) for w in windows],
+            "flops_per_s": 2 * n**3 / best,
+            "rel_error": rel if math.isfinite(rel) else float("inf"),
+            "tolerance": bench_logic.MATMUL_TOLERANCE["tf32" if override else dtype_name],
+            "tf32_override": override,
+            "slice": [rows, cols],
+            "total_seconds": time.perf_counter() - started,
+        }
     )
     return out
 
 
-def tf32_in_effect(torch: Any) -> bool:
+def tf32_in_effect(torch: Torch) -> bool:
     """cuBLAS's TF32 switch as torch reports it now (``torch.backends.cuda.matmul.allow_tf32``)."""
     try:
         return bool(torch.backends.cuda.matmul.allow_tf32)
@@ -239,7 +288,7 @@ def tf32_in_effect(torch: Any) -> bool:
         return False
 
 
-def _time_more(torch: Any, gpu: bool, a: Any, b: Any, c: Any, reps: int) -> float:
+def _time_more(torch: Torch, gpu: bool, a: TorchObject, b: TorchObject, c: TorchObject, reps: int) -> float:
     _sync(torch, gpu)
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -252,7 +301,7 @@ def _time_more(torch: Any, gpu: bool, a: Any, b: Any, c: Any, reps: int) -> floa
 # copies (GPU)
 
 
-def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES) -> list[dict[str, Any]]:
+def measure_copies(torch: Torch, device: DeviceFacts, nbytes: int = COPY_BYTES) -> list[CopyResult]:
     if device["kind"] != "cuda":
         why = "no GPU: host<->device and device<->device copies need a CUDA device"
         return [{"kind": k, "skipped": why} for k in bench_logic.COPY_LABELS]
@@ -265,7 +314,7 @@ def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES)
     back_pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
     stride = 4099
 
-    def timed(fn: Callable[[], Any], reps: int = 5) -> tuple[float, float]:
+    def timed(fn: Callable[[], object], reps: int = 5) -> tuple[float, float]:
         started = time.perf_counter()
         fn()
         torch.cuda.synchronize()
@@ -277,11 +326,11 @@ def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES)
             best = min(best, time.perf_counter() - t0)
         return best, time.perf_counter() - started
 
-    def same(a: Any, b: Any) -> bool:
+    def same(a: TorchObject, b: TorchObject) -> bool:
         return bool(torch.equal(a[::stride].cpu(), b[::stride].cpu()) and torch.equal(a[-4096:].cpu(), b[-4096:].cpu()))
 
-    out: list[dict[str, Any]] = []
-    plans: list[tuple[str, Callable[[], Any], Callable[[], bool], int]] = [
+    out: list[CopyResult] = []
+    plans: list[tuple[str, Callable[[], object], Callable[[], bool], int]] = [
         ("h2d_pageable", lambda: on_dev.copy_(host), lambda: same(on_dev, host), nbytes),
         ("h2d_pinned", lambda: on_dev.copy_(pinned, non_blocking=True), lambda: same(on_dev, host), nbytes),
         ("d2h_pageable", lambda: back.copy_(on_dev), lambda: same(back, host), nbytes),
@@ -290,29 +339,32 @@ def measure_copies(torch: Any, device: dict[str, Any], nbytes: int = COPY_BYTES)
     ]
     for kind, fn, check, moved in plans:
         try:
+            result: CopyResult
             if kind == "d2d":
-                timing = time_on_device(torch, fn)
-            else:
-                best, total = timed(fn)
-                timing = {"seconds": best, "reps": 5, "total_seconds": total}
-            out.append(
-                {
+                t = time_on_device(torch, fn)
+                result = {
                     "kind": kind,
                     "bytes": nbytes,
                     "moved_bytes": moved,
-                    **timing,
-                    "gbs": moved / timing["seconds"] / peaks.GIGA,
-                    "verified": check(),
+                    "seconds": t["seconds"],
+                    "reps": t["reps"],
                 }
-            )
+                result.update({"windows": t["windows"], "timer": t["timer"], "total_seconds": t["total_seconds"]})
+            else:
+                best, total = timed(fn)
+                result = {"kind": kind, "bytes": nbytes, "moved_bytes": moved, "seconds": best, "reps": 5}
+                result["total_seconds"] = total
+            result["gbs"] = moved / result["seconds"] / peaks.GIGA
+            result["verified"] = check()
+            out.append(result)
         except Exception as exc:  # one failing copy is reported, the others still run
             out.append({"kind": kind, "error": f"{type(exc).__name__}: {exc}"})
     return out
 
 
 def time_on_device(
-    torch: Any, fn: Callable[[], Any], reps: int = D2D_REPS, windows: int = D2D_WINDOWS
-) -> dict[str, Any]:
+    torch: Torch, fn: Callable[[], object], reps: int = D2D_REPS, windows: int = D2D_WINDOWS
+) -> DeviceTiming:
     """Seconds per call of ``fn`` (work queued on the current stream) by CUDA events around ``reps``
     calls, best of ``windows``: the GPU's own clock, so neither launch latency nor the host's wake-up
     from a synchronize counts."""
@@ -348,7 +400,7 @@ def time_on_device(
 class Sampler:
     """GPU utilisation over the run (NVML), or nothing where there is no GPU or no NVML."""
 
-    def __init__(self, device: dict[str, Any]) -> None:
+    def __init__(self, device: DeviceFacts) -> None:
         self.sampler: nvml.UtilizationSampler | None = None
         self.session: nvml.Nvml | None = None
         self.note = "no GPU" if device["kind"] != "cuda" else ""
@@ -367,21 +419,24 @@ class Sampler:
         except nvml.NvmlError as exc:
             self.note = str(exc)
 
-    def window(self, start: float, end: float) -> dict[str, Any] | None:
+    def window(self, start: float, end: float) -> GpuUtil | None:
         if self.sampler is None:
             return None
-        return nvml.summarize(self.sampler.samples, start, end)
+        return _gpu_util(nvml.summarize(self.sampler.samples, start, end))
 
-    def close(self) -> dict[str, Any]:
+    def close(self) -> GpuUtil:
         if self.sampler is None:
             return {"sampled": False, "note": self.note}
         samples = self.sampler.stop()
         if self.session is not None:
             self.session.__exit__(None, None, None)
-        return {"sampled": True, "error": self.sampler.error, **nvml.summarize(samples)}
+        return {"sampled": True, "error": self.sampler.error, **_gpu_util(nvml.summarize(samples))}
 
 
-def _rounds(names: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]:
+_Name = TypeVar("_Name", str, int)
+
+
+def _rounds(names: Sequence[_Name], rounds: int) -> Iterator[tuple[int, _Name]]:
     """(round, name) in alternating direction: on a shared machine a burst of another job's work then
     spoils one window of a configuration, not the same end of every round."""
     for r in range(rounds):
@@ -390,20 +445,20 @@ def _rounds(names: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]:
 
 
 def run_cnn(
-    torch: Any,
-    device: dict[str, Any],
+    torch: Torch,
+    device: DeviceFacts,
     plan: bench_logic.CnnPlan,
     seconds: float,
     sampler: Sampler,
-    tb: Any | None,
+    tb: TorchObject | None,
     rounds: int = 2,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[CnnRun], WorkloadInfo]:
     """Each configuration in ``rounds`` alternating rounds; the better round of each is kept."""
     from torchenv.bench import workload as bw
 
     w = bw.GPU_WORKLOAD if device["kind"] == "cuda" else bw.CPU_WORKLOAD
     dataset = bw.AugmentedDigits(w)
-    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in plan.configs}
+    runs: dict[str, list[CnnRun]] = {c.name: [] for c in plan.configs}
     by_name = {c.name: c for c in plan.configs}
     for r, name in _rounds(list(by_name), rounds):
         cfg = by_name[name]
@@ -437,7 +492,7 @@ def shm_free(path: str = "/dev/shm") -> int | None:
         return None
 
 
-def sweep_plan(device: dict[str, Any], free: int | None) -> tuple[list[int], list[int], str]:
+def sweep_plan(device: DeviceFacts, free: int | None) -> tuple[list[int], list[int], str]:
     """The worker counts to sweep on this device, sized to the free /dev/shm (see fit_sweep_to_shm)."""
     from torchenv.bench import workload as bw
 
@@ -446,13 +501,13 @@ def sweep_plan(device: dict[str, Any], free: int | None) -> tuple[list[int], lis
     return bench_logic.fit_sweep_to_shm(counts, bw.batch_bytes(w), free)
 
 
-def run_sweep(device: dict[str, Any], workers: Sequence[int], seconds: float, rounds: int = 3) -> list[dict[str, Any]]:
+def run_sweep(device: DeviceFacts, workers: Sequence[int], seconds: float, rounds: int = 3) -> list[SweepPoint]:
     """Loader-only images/s per worker count, the better of ``rounds`` alternating rounds."""
     from torchenv.bench import workload as bw
 
     w = bw.GPU_WORKLOAD if device["kind"] == "cuda" else bw.CPU_WORKLOAD
     dataset = bw.AugmentedDigits(w)
-    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in workers}
+    runs: dict[int, list[SweepPoint]] = {n: [] for n in workers}
     for r, n in _rounds(list(workers), rounds):
         _log(f"sweep round {r + 1}/{rounds}: {n} worker(s)")
         try:
@@ -465,7 +520,7 @@ def run_sweep(device: dict[str, Any], workers: Sequence[int], seconds: float, ro
 class _ProfiledStep:
     """Wraps each profiled training step: an NVTX range and record_function label, the profiler's step."""
 
-    def __init__(self, torch: Any, gpu: bool, prof: Any | None) -> None:
+    def __init__(self, torch: Torch, gpu: bool, prof: TorchObject | None) -> None:
         self.torch, self.gpu, self.prof = torch, gpu, prof
 
     @contextlib.contextmanager
@@ -483,7 +538,7 @@ class _ProfiledStep:
                 self.prof.step()
 
 
-def run_profile(torch: Any, device: dict[str, Any], cfg: CnnConfig, out_dir: Path | None) -> dict[str, Any]:
+def run_profile(torch: Torch, device: DeviceFacts, cfg: CnnConfig, out_dir: Path | None) -> ProfileInfo:
     """A few tuned training steps: under torch.profiler (a Chrome trace) when ``out_dir`` is given, and
     always between cudaProfilerStart/Stop with NVTX ranges, which nsys/ncu capture."""
     from torchenv.bench import workload as bw
@@ -493,11 +548,11 @@ def run_profile(torch: Any, device: dict[str, Any], cfg: CnnConfig, out_dir: Pat
     dataset = bw.AugmentedDigits(w)
     wait, warmup, active = PROFILE_STEPS
     steps = wait + warmup + active
-    info: dict[str, Any] = {"config": cfg.to_dict(), "steps": steps, "active_steps": active}
+    info: ProfileInfo = {"config": cfg.to_dict(), "steps": steps, "active_steps": active}
     trace = out_dir / "torchenv-bench.pt.trace.json" if out_dir else None
     if not gpu:  # a CUDA build of torch on a machine without a driver: kineto logs a misleading ERROR line
         os.environ.setdefault("KINETO_LOG_LEVEL", "5")
-    prof_cm: Any = contextlib.nullcontext()
+    prof_cm: contextlib.AbstractContextManager[TorchObject] = contextlib.nullcontext()
     if trace is not None:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if gpu:
@@ -527,7 +582,7 @@ def run_profile(torch: Any, device: dict[str, Any], cfg: CnnConfig, out_dir: Pat
 # outputs
 
 
-def _tensorboard(out_dir: Path | None) -> tuple[Any | None, str]:
+def _tensorboard(out_dir: Path | None) -> tuple[TorchObject | None, str]:
     if out_dir is None:
         return None, "TensorBoard logs: pass --profile DIR to write them (needs the tensorboard package)"
     if importlib.util.find_spec("tensorboard") is None:
@@ -562,7 +617,7 @@ class BenchOptions:
     argv: tuple[str, ...] = ()
 
 
-def _import_torch() -> Any:
+def _import_torch() -> Torch:
     try:
         import torch
     except Exception as exc:
@@ -596,24 +651,24 @@ def bench(args: BenchOptions) -> int:
     tb, tb_note = _tensorboard(out_dir) if "cnn" in sections else (None, "")
     sampler = Sampler(device)
     items: list[Item] = []
-    raw: dict[str, Any] = {}
+    raw: RawMeasurements = {}
     sources: list[str] = []
     try:
         if "matmul" in sections:
-            results = []
+            matmuls: list[MatmulResult] = []
             for dtype in peaks.MATMUL_DTYPES:
                 _log(f"matmul {dtype}")
                 try:
                     m = measure_matmul(torch, dtype, device, budget[0])
                 except Exception as exc:
                     m = {"dtype": dtype, "error": f"{type(exc).__name__}: {exc}"}
-                results.append(m)
+                matmuls.append(m)
                 ref = bench_logic.matmul_reference_for(m, gpu, entry, overrides)
                 item = bench_logic.matmul_item(m, ref)
                 items.append(item)
                 if tb is not None and item.value is not None:
                     tb.add_scalar(f"matmul/{dtype}_gflops", item.value, 0)
-            raw["matmul"] = results
+            raw["matmul"] = matmuls
         if "copy" in sections:
             if gpu:
                 _log("copies")
@@ -627,11 +682,13 @@ def bench(args: BenchOptions) -> int:
             raw["copy"] = copies
             if gpu:
                 sources += [f"link: {link.source}", f"memory: {memory.source}"]
-        plan = bench_logic.plan_cnn(gpu, tuple(device["capability"]) if gpu else None, device["usable_cpus"])
+        cap = device["capability"] if gpu else None
+        plan = bench_logic.plan_cnn(gpu, (cap[0], cap[1]) if cap else None, device["usable_cpus"])
         if "cnn" in sections:
-            results, workload = run_cnn(torch, device, plan, budget[1], sampler, tb)
-            items += bench_logic.cnn_items(results, plan)
-            raw["cnn"] = {"workload": workload, "configs": [c.to_dict() for c in plan.configs], "runs": results}
+            cnn_runs, workload = run_cnn(torch, device, plan, budget[1], sampler, tb)
+            items += bench_logic.cnn_items(cnn_runs, plan)
+            cnn: CnnRaw = {"workload": workload, "configs": [c.to_dict() for c in plan.configs], "runs": cnn_runs}
+            raw["cnn"] = cnn
         if "sweep" in sections:
             free = shm_free()
             counts, dropped, shm_note = sweep_plan(device, free)
@@ -656,6 +713,7 @@ def bench(args: BenchOptions) -> int:
         profile_lines: list[str] = []
         if "profile" in sections:
             _log("profile: a few tuned training steps")
+            info: ProfileInfo
             try:
                 info = run_profile(torch, device, plan.configs[-1], out_dir)
             except Exception as exc:
@@ -663,7 +721,7 @@ def bench(args: BenchOptions) -> int:
             items.append(bench_logic.profile_item(info))
             if out_dir is not None and not info.get("error"):
                 cmds = bench_logic.profiler_commands(sys.executable, str(out_dir))
-                info.update(cmds)
+                info.update({"nsys": cmds["nsys"], "ncu": cmds["ncu"]})
                 profile_lines = [
                     f"torch.profiler trace ({info['active_steps']} steps of CNN {plan.configs[-1].describe()}): "
                     f"{info['trace']} (open it in https://ui.perfetto.dev or chrome://tracing; TensorBoard shows it "
@@ -702,7 +760,7 @@ def bench(args: BenchOptions) -> int:
     if args.json:
         outputs.append(f"report: {args.json}")
     gathered = facts_mod.gather()
-    report = bench_logic.build_report(
+    built = bench_logic.build_report(
         meta={
             "torchenv_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -717,14 +775,14 @@ def bench(args: BenchOptions) -> int:
         raw=raw,
         seconds=seconds,
     )
-    if "profile" in report:
-        report["profile"] = {**report["profile"], "lines": profile_lines}
-    report["outputs"] = {"lines": outputs}
+    if "profile" in built:
+        built["profile"] = {**built["profile"], "lines": profile_lines}
+    report: WrittenReport = {**built, "outputs": {"lines": outputs}}
     if args.plot:
         from torchenv.bench import plot as bench_plot
 
         bench_plot.write(report, args.plot)
-    print(bench_logic.render(report))
+    print(bench_logic.render(report, outputs=report["outputs"]["lines"]))
     if args.json:
         from torchenv import safeio
 

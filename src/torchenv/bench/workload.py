@@ -19,9 +19,9 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from torchenv.bench.logic import CnnConfig
+from torchenv.bench.records import CnnRun, SweepPoint, TorchObject, WorkloadInfo
 from torchenv.smoke import digits as _data
 
 
@@ -37,7 +37,7 @@ class Workload:
     length: int = 1 << 20  # the dataset's virtual length (indices wrap onto the stored images)
     seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> WorkloadInfo:
         return {
             "image_size": self.image_size,
             "batch_size": self.batch_size,
@@ -79,7 +79,7 @@ class AugmentedDigits:
     def __len__(self) -> int:
         return self.w.length
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    def __getitem__(self, index: int) -> tuple[TorchObject, TorchObject]:
         import torch.nn.functional as F
 
         i = index % self.w.stored_images
@@ -106,7 +106,7 @@ class AugmentedDigits:
 _TAPS = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 
-def _blur(x: Any, dim: int) -> Any:
+def _blur(x: TorchObject, dim: int) -> TorchObject:
     """One 5-tap blur along ``dim`` with replicated edges, in elementwise ops on the small image.
 
     Deliberately not ``F.pad(mode="reflect")`` + ``conv2d``: those run on torch's intra-op threads even
@@ -125,7 +125,7 @@ def _blur(x: Any, dim: int) -> Any:
     return out
 
 
-def make_model(width: int) -> Any:
+def make_model(width: int) -> TorchObject:
     from torch import nn
 
     w = width
@@ -150,7 +150,7 @@ def make_model(width: int) -> Any:
     )
 
 
-def loader(dataset: AugmentedDigits, w: Workload, workers: int, pin_memory: bool) -> Any:
+def loader(dataset: AugmentedDigits, w: Workload, workers: int, pin_memory: bool) -> TorchObject:
     import torch
     from torch.utils.data import DataLoader
 
@@ -176,7 +176,7 @@ def _quiet_worker_count() -> Iterator[None]:
         yield
 
 
-def batches(dl: Any) -> Iterator[Any]:
+def batches(dl: TorchObject) -> Iterator[tuple[TorchObject, TorchObject]]:
     """Start the loader (and its workers)."""
     with _quiet_worker_count():
         return iter(dl)
@@ -221,8 +221,8 @@ def train(
     warmup_steps: int = 2,
     min_steps: int = 3,
     steps: int | None = None,
-    step_context: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
+    step_context: Callable[[int], contextlib.AbstractContextManager[None]] | None = None,
+) -> CnnRun:
     """Train ``cfg`` on ``device`` for ``seconds`` after warm-up (or exactly ``steps`` steps); images/s over
     the timed window. ``step_context(i)`` wraps each step (profiler ranges). The loss of every step is
     kept on the device and read once at the end, so no step waits for it."""
@@ -239,7 +239,7 @@ def train(
     dl = loader(dataset, w, cfg.workers, cfg.pin_memory)
     started = time.perf_counter()
 
-    def step(x: Any, y: Any) -> Any:
+    def step(x: TorchObject, y: TorchObject) -> TorchObject:
         x = x.to(device, non_blocking=cfg.pin_memory, memory_format=fmt)
         y = y.to(device, non_blocking=cfg.pin_memory)
         opt.zero_grad(set_to_none=True)
@@ -251,7 +251,7 @@ def train(
         return loss.detach()
 
     it = batches(dl)
-    curve: list[Any] = []
+    curve: list[TorchObject] = []  # the losses, kept on the device
     images = done = 0
     with _Tf32(cfg.tf32):
         model.train()
@@ -288,7 +288,7 @@ def train(
     }
 
 
-def load_only(dataset: AugmentedDigits, w: Workload, workers: int, seconds: float) -> dict[str, Any]:
+def load_only(dataset: AugmentedDigits, w: Workload, workers: int, seconds: float) -> SweepPoint:
     """Images/s of the DataLoader alone (no model) with ``workers`` workers, after its queue has drained."""
     dl = loader(dataset, w, workers, pin_memory=False)
     started = time.perf_counter()
