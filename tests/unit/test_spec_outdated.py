@@ -294,3 +294,25 @@ def test_bump_keeps_trailing_comments_and_the_result_loads() -> None:
 def test_bad_flag_values_exit_2(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["spec", "outdated", "--spec", str(STACK), flag, value]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_answers_of_an_unexpected_shape_are_narrowed_not_trusted() -> None:
+    """A mirror answering with the wrong JSON shape: the readers narrow each value with isinstance and
+    skip what is not the documented shape, instead of failing with an AttributeError."""
+    assert outdated.platform_manifest(["not", "an", "index"]) is None
+    assert outdated.platform_manifest({"manifests": [7, {"platform": "linux"}]}) is None
+    assert outdated.image_env({"config": {"Env": "PATH=/bin"}}) == {}
+    assert outdated.image_env({"config": {"Env": ["A=1", 2, "B"]}}) == {"A": "1"}
+    assert outdated.manifest_config_digest([]) == ""
+    attrs: fetch_mod.JSON = {"subdir": "linux-64", "build": "cuda129_h1", "build_number": 3}
+    good: fetch_mod.JSON = {"version": "2.13.0", "attrs": attrs}
+    assert outdated.conda_newest([42, "x", good], "12.9") == ("2.13.0", 3)
+    with pytest.raises(ValueError, match="no 'releases' object"):
+        outdated.pypi_versions(["not", "an", "object"], "3.11")
+    files: fetch_mod.JSON = {
+        "releases": {
+            "2.14.1": "not a list",
+            "2.14.0": [1, {"filename": "torch-2.14.0-cp311-cp311-manylinux_2_28_x86_64.whl"}],
+        }
+    }
+    assert outdated.pypi_versions(files, "3.11") == [Version("2.14.0")]

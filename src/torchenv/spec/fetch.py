@@ -12,10 +12,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeAlias
 
 from torchenv import __version__
 from torchenv.errors import TorchenvError
+
+#: A decoded JSON document, as it arrives: the readers in :mod:`torchenv.spec.outdated` narrow it with
+#: isinstance into their typed records, so an unexpected shape is never trusted.
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 
 #: Largest response read (PyPI's JSON for torch is ~1 MB; a registry config blob a few kB).
 MAX_BYTES = 64 << 20
@@ -27,8 +31,9 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
 
-    def json(self) -> Any:
-        return json.loads(self.body.decode("utf-8"))
+    def json(self) -> JSON:
+        doc: JSON = json.loads(self.body.decode("utf-8"))
+        return doc
 
 
 #: (url, request headers) -> Response; raises OSError when the host cannot be reached at all.

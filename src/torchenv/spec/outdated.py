@@ -23,13 +23,12 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from packaging.version import InvalidVersion, Version
 
 from torchenv.spec import compat
-from torchenv.spec.fetch import Fetch, Response, Unreachable
+from torchenv.spec.fetch import JSON, Fetch, Response, Unreachable
 from torchenv.spec.model import StackSpec, VariantSpec, parse
 
 DEFAULT_PYPI = "https://pypi.org/pypi"
@@ -62,7 +61,39 @@ class Finding:
 
 
 # --------------------------------------------------------------------------------------------
+# JSON answers, narrowed: an object or a list where one is expected, else empty
+
+
+def _object(value: JSON) -> dict[str, JSON]:
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: JSON) -> list[JSON]:
+    return value if isinstance(value, list) else []
+
+
+# --------------------------------------------------------------------------------------------
 # PyPI (pure)
+
+
+@dataclass(frozen=True)
+class PypiFile:
+    """One file of a release in PyPI's JSON API (``releases[version][i]``)."""
+
+    filename: str
+    yanked: bool
+
+
+def pypi_releases(doc: JSON) -> dict[str, list[PypiFile]]:
+    """version -> files of a PyPI JSON API document; a release whose files are not a list is left out."""
+    releases = doc.get("releases") if isinstance(doc, dict) else None
+    if not isinstance(releases, dict):
+        raise ValueError("no 'releases' object")
+    return {
+        text: [PypiFile(str(f.get("filename", "")), bool(f.get("yanked"))) for f in files if isinstance(f, dict)]
+        for text, files in releases.items()
+        if isinstance(files, list)
+    }
 
 
 def _wheel_fits(filename: str, python: str) -> bool:
@@ -79,23 +110,17 @@ def _wheel_fits(filename: str, python: str) -> bool:
     return python_ok and platform_ok
 
 
-def pypi_versions(doc: Mapping[str, Any], python: str) -> list[Version]:
+def pypi_versions(doc: JSON, python: str) -> list[Version]:
     """Final releases in a PyPI JSON API document that have an installable, unyanked wheel."""
     out: list[Version] = []
-    releases = doc.get("releases")
-    if not isinstance(releases, Mapping):
-        raise ValueError("no 'releases' object")
-    for text, files in releases.items():
+    for text, files in pypi_releases(doc).items():
         try:
             version = Version(text)
         except InvalidVersion:
             continue
-        if version.is_prerelease or version.is_devrelease or not isinstance(files, list):
+        if version.is_prerelease or version.is_devrelease:
             continue
-        if any(
-            isinstance(f, Mapping) and not f.get("yanked") and _wheel_fits(str(f.get("filename", "")), python)
-            for f in files
-        ):
+        if any(not f.yanked and _wheel_fits(f.filename, python) for f in files):
             out.append(version)
     return sorted(out)
 
@@ -119,7 +144,7 @@ def newest_pair(torch: Iterable[Version], torchvision: Iterable[Version]) -> tup
     return None
 
 
-def pypi_finding(variant: VariantSpec, torch_doc: Mapping[str, Any], vision_doc: Mapping[str, Any]) -> Finding:
+def pypi_finding(variant: VariantSpec, torch_doc: JSON, vision_doc: JSON) -> Finding:
     pair = newest_pair(pypi_versions(torch_doc, variant.python), pypi_versions(vision_doc, variant.python))
     current = f"torch {variant.torch} / torchvision {variant.torchvision}"
     if pair is None:
@@ -157,18 +182,23 @@ def ngc_newest_tag(tags: Sequence[str]) -> str | None:
     return max(releases, key=lambda t: tuple(int(x) for x in _NGC_TAG.match(t).groups()), default=None)  # type: ignore[union-attr]
 
 
-def platform_manifest(index: Mapping[str, Any], architecture: str = "amd64") -> str | None:
+def platform_manifest(index: JSON, architecture: str = "amd64") -> str | None:
     """The digest of the linux/``architecture`` manifest in an image index (None: not an index)."""
-    for entry in index.get("manifests") or []:
-        platform = entry.get("platform") or {}
+    for entry in map(_object, _array(_object(index).get("manifests"))):
+        platform = _object(entry.get("platform"))
         if platform.get("os") == "linux" and platform.get("architecture") == architecture:
             return str(entry["digest"])
     return None
 
 
-def image_env(config: Mapping[str, Any]) -> dict[str, str]:
+def manifest_config_digest(manifest: JSON) -> str:
+    """The digest of an image manifest's config blob ("" when it names none)."""
+    return str(_object(_object(manifest).get("config")).get("digest", ""))
+
+
+def image_env(config: JSON) -> dict[str, str]:
     """The ``Env`` of an image config blob as a dict."""
-    env = (config.get("config") or {}).get("Env") or []
+    env = _array(_object(_object(config).get("config")).get("Env"))
     return dict(item.split("=", 1) for item in env if isinstance(item, str) and "=" in item)
 
 
@@ -208,33 +238,60 @@ def ngc_finding(variant: VariantSpec, newest_tag: str, env: Mapping[str, str]) -
 # conda-forge (pure)
 
 
-def conda_newest(files: Sequence[Mapping[str, Any]], cuda: str, subdir: str = "linux-64") -> tuple[str, int] | None:
+@dataclass(frozen=True)
+class CondaFile:
+    """One file of an anaconda.org package file listing (``GET /package/{channel}/{name}/files``)."""
+
+    version: str
+    subdir: str | None
+    build: str
+    build_number: int
+    labels: tuple[str, ...] | None  # None: the listing gives no labels
+
+
+def conda_files(listing: Iterable[JSON]) -> list[CondaFile]:
+    """The entries of a file listing that are objects, as records."""
+    out: list[CondaFile] = []
+    for item in map(_object, listing):
+        if not item:
+            continue
+        attrs = _object(item.get("attrs"))
+        subdir, number, labels = attrs.get("subdir"), attrs.get("build_number", 0), item.get("labels")
+        out.append(
+            CondaFile(
+                version=str(item.get("version")),
+                subdir=subdir if isinstance(subdir, str) else None,
+                build=str(attrs.get("build", "")),
+                build_number=int(number) if isinstance(number, int | float | str) else 0,
+                labels=None if labels is None else tuple(x for x in _array(labels) if isinstance(x, str)),
+            )
+        )
+    return out
+
+
+def conda_newest(files: Iterable[JSON], cuda: str, subdir: str = "linux-64") -> tuple[str, int] | None:
     """(version, build number) of the newest ``main``-labelled build for CUDA ``cuda`` in an
     anaconda.org package file listing."""
     prefix = f"cuda{cuda.replace('.', '')}_"
     best: tuple[Version, int, str] | None = None
-    for item in files:
-        attrs = item.get("attrs") or {}
-        labels = item.get("labels")
-        if attrs.get("subdir") != subdir or (labels is not None and "main" not in labels):
+    for item in conda_files(files):
+        if item.subdir != subdir or (item.labels is not None and "main" not in item.labels):
             continue
-        if not str(attrs.get("build", "")).startswith(prefix):
+        if not item.build.startswith(prefix):
             continue
         try:
-            version = Version(str(item.get("version")))
+            version = Version(item.version)
         except InvalidVersion:
             continue
         if version.is_prerelease:
             continue
-        key = (version, int(attrs.get("build_number", 0)), str(item.get("version")))
+        key = (version, item.build_number, item.version)
         if best is None or key[:2] > best[:2]:
             best = key
     return (best[2], best[1]) if best else None
 
 
-def conda_finding(
-    variant: VariantSpec, pytorch_files: Sequence[Mapping[str, Any]], vision_files: Sequence[Mapping[str, Any]]
-) -> Finding:
+def conda_finding(variant: VariantSpec, pytorch_files: Iterable[JSON], vision_files: Iterable[JSON]) -> Finding:
     cuda = str(variant.options.get("cuda_version") or variant.build.cuda)
     current = f"pytorch {variant.torch} / torchvision {variant.torchvision} (CUDA {cuda})"
     found = conda_newest(pytorch_files, cuda)
@@ -242,9 +299,7 @@ def conda_finding(
         return Finding(variant.name, "conda-forge", current, f"no pytorch build for CUDA {cuda}")
     version, build = found
     series = compat.torchvision_for(version)
-    visions = sorted(
-        (Version(str(f.get("version"))) for f in vision_files if (f.get("attrs") or {}).get("subdir") == "linux-64"),
-    )
+    visions = sorted(Version(f.version) for f in conda_files(vision_files) if f.subdir == "linux-64")
     paired = [v for v in visions if series and f"{v.major}.{v.minor}" == series and not v.is_prerelease]
     vision = str(paired[-1]) if paired else None
     newest = f"pytorch {version} (build {build}) / torchvision {vision or '?'} (CUDA {cuda})"
@@ -268,7 +323,7 @@ class Sources:
     channel: str = DEFAULT_CHANNEL
 
 
-def _get_json(fetch: Fetch, source: str, url: str, flag: str, headers: Mapping[str, str] | None = None) -> Any:
+def _get_json(fetch: Fetch, source: str, url: str, flag: str, headers: Mapping[str, str] | None = None) -> JSON:
     try:
         reply = fetch(url, headers or {})
     except OSError as exc:
@@ -296,7 +351,7 @@ def _registry_get(fetch: Fetch, url: str, accept: str, token: list[str]) -> Resp
             if "realm" not in challenge:
                 raise Unreachable("the NGC registry", url, "HTTP 401 without a bearer challenge", flag)
             query = urlencode({k: v for k, v in challenge.items() if k in {"service", "scope"}})
-            answer = _get_json(fetch, "the NGC registry", f"{challenge['realm']}?{query}", flag)
+            answer = _object(_get_json(fetch, "the NGC registry", f"{challenge['realm']}?{query}", flag))
             token.append(str(answer.get("token") or answer.get("access_token") or ""))
             reply = fetch(url, {**headers, "Authorization": f"Bearer {token[0]}"})
     except OSError as exc:
@@ -306,7 +361,7 @@ def _registry_get(fetch: Fetch, url: str, accept: str, token: list[str]) -> Resp
     return reply
 
 
-def _registry_json(fetch: Fetch, url: str, accept: str, token: list[str]) -> Any:
+def _registry_json(fetch: Fetch, url: str, accept: str, token: list[str]) -> JSON:
     try:
         return _registry_get(fetch, url, accept, token).json()
     except (UnicodeDecodeError, ValueError):
@@ -336,9 +391,12 @@ def check_ngc(variant: VariantSpec, fetch: Fetch, sources: Sources) -> Finding:
             break
         reply = _registry_get(fetch, url, "application/json", token)
         try:
-            tags += [str(t) for t in reply.json().get("tags") or []]
-        except (UnicodeDecodeError, ValueError, AttributeError):
-            raise Unreachable("the NGC registry", url, "the tag list is not JSON", "--registry") from None
+            listing = reply.json()
+        except (UnicodeDecodeError, ValueError):
+            listing = None
+        if not isinstance(listing, dict):
+            raise Unreachable("the NGC registry", url, "the tag list is not JSON", "--registry")
+        tags += [str(t) for t in _array(listing.get("tags"))]
         link = next((v for k, v in reply.headers.items() if k.lower() == "link"), "")
         match = re.search(r'<([^>]+)>;\s*rel="?next"?', link)
         url = (match.group(1) if match.group(1).startswith("http") else base + match.group(1)) if match else None
@@ -349,7 +407,7 @@ def check_ngc(variant: VariantSpec, fetch: Fetch, sources: Sources) -> Finding:
     digest = platform_manifest(manifest)
     if digest is not None:
         manifest = _registry_json(fetch, f"{base}/v2/{repo}/manifests/{digest}", _MANIFEST_TYPES, token)
-    config_digest = str((manifest.get("config") or {}).get("digest", ""))
+    config_digest = manifest_config_digest(manifest)
     config = _registry_json(fetch, f"{base}/v2/{repo}/blobs/{config_digest}", "application/json", token)
     return ngc_finding(variant, newest, image_env(config))
 
