@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 #: Exit statuses shared by every command.
 EXIT_OK = 0
@@ -88,7 +87,7 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None
+_Handler = Callable[[int, FrameType | None], object] | int | None  # what signal.signal gives back
 
 
 def install_signal_handlers() -> dict[int, _Handler]:

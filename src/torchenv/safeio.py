@@ -22,9 +22,9 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from torchenv.errors import TorchenvError
 
@@ -133,7 +133,7 @@ def check_outputs(
     return chosen
 
 
-def _replace_with(target: Path, write: Any, mode: int) -> Path:
+def _replace_with(target: Path, write: Callable[[BinaryIO], object], mode: int) -> Path:
     """Create a temporary file exclusively beside ``target``, fill it with ``write(fh)``, give it
     ``mode`` and rename it over ``target``; the temporary file never survives a failure."""
     st = None
@@ -173,13 +173,14 @@ def write_text(path: str | os.PathLike[str], text: str, *, what: str = "torchenv
     return write_bytes(path, text.encode("utf-8"), what=what, mode=mode)
 
 
-def to_json(doc: Any) -> str:
+def to_json(doc: object) -> str:
     """THE JSON spelling of every report torchenv writes: 2-space indent, a final newline; values
-    JSON cannot hold (paths, versions) as their text."""
+    JSON cannot hold (paths, versions) as their text. ``doc``: any object (each report is its own
+    TypedDict); what JSON cannot hold is written as its ``str``, so there is nothing to narrow."""
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
-def write_json(path: str | os.PathLike[str], doc: Any, *, what: str = "torchenv") -> Path:
+def write_json(path: str | os.PathLike[str], doc: object, *, what: str = "torchenv") -> Path:
     """THE one atomic JSON writer (check, doctor, sbom, bench, submit, build reports)."""
     return write_text(path, to_json(doc), what=what)
 

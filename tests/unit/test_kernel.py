@@ -151,3 +151,15 @@ def test_cli_unknown_variant_exits_2(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_cli_kernel_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["kernel"]) == 2
+
+
+def test_the_probe_answer_is_narrowed_to_its_known_keys() -> None:
+    """The probe's JSON line comes from another interpreter: only its known keys, each of its type,
+    are kept; anything that is not a JSON object is an error, said as such."""
+    from torchenv.engines import jupyter
+
+    line = json.dumps({"python": "3.11.7", "torch": "2.14.1", "cuda": None, "ipykernel": 6, "extra": "x"})
+    assert jupyter._probe_answer(line) == {"python": "3.11.7", "torch": "2.14.1", "cuda": None}
+    assert jupyter._probe_answer(json.dumps({"cuda": "13.0"})) == {"cuda": "13.0"}
+    assert "not a JSON object" in jupyter._probe_answer("[1, 2]")["error"]
+    assert "not a JSON object" in jupyter._probe_answer("{truncated")["error"]

@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SAMPLE_REPORT = {
+SAMPLE_REPORT: pip_variant.PipReport = {
     "version": "1",
     "environment": {"python_full_version": "3.11.7", "sys_platform": "linux", "platform_machine": "x86_64"},
     "install": [
@@ -56,7 +56,9 @@ def test_render_lock_exact(pip_spec: spec.VariantSpec) -> None:
 
 
 def test_render_lock_refuses_a_package_without_hash(pip_spec: spec.VariantSpec) -> None:
-    report = {"install": [{"metadata": {"name": "x", "version": "1"}, "download_info": {"url": "file:///x"}}]}
+    report: pip_variant.PipReport = {
+        "install": [{"metadata": {"name": "x", "version": "1"}, "download_info": {"url": "file:///x"}}]
+    }
     with pytest.raises(ValueError, match="no sha256 for x 1"):
         pip_variant.render_lock(pip_spec, report)
 

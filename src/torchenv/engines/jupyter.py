@@ -22,10 +22,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeAlias, TypedDict
 
 from torchenv.engines import run as gateway
 from torchenv.errors import ToolMissing
+
+if TYPE_CHECKING:
+    from torchenv.spec.fetch import JSON
 
 #: What headless notebook execution needs in the environment that runs ``torchenv check``.
 NOTEBOOK_MODULES = ("nbclient", "nbformat", "jupyter_client", "ipykernel")
@@ -48,12 +51,59 @@ PROBE = (
 )
 
 
+#: jupyter_client's KernelManager (imported by name at run time: optional, untyped here).
+KernelManager: TypeAlias = Any  # jupyter_client is optional and not installed where this is checked
+#: A notebook (nbformat's document) or a kernel message, as plain JSON.
+NotebookJSON: TypeAlias = "dict[str, JSON]"
+
+
+class ProbeAnswer(TypedDict, total=False):
+    """What :data:`PROBE` prints (versions, or why torch / ipykernel would not import), or ``error``
+    when the interpreter did not answer."""
+
+    python: str
+    torch: str
+    cuda: str | None
+    torch_error: str
+    ipykernel: str
+    ipykernel_error: str
+    error: str
+
+
+_PROBE_TEXT: tuple[Literal["python", "torch", "torch_error", "ipykernel", "ipykernel_error"], ...] = (
+    "python",
+    "torch",
+    "torch_error",
+    "ipykernel",
+    "ipykernel_error",
+)
+
+
+def _probe_answer(text: str) -> ProbeAnswer:
+    """The probe's JSON line, narrowed to its known keys (another interpreter wrote it)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return {"error": f"the probe's answer is not a JSON object: {text[:200]}"}
+    answer: ProbeAnswer = {}
+    for key in _PROBE_TEXT:
+        value = doc.get(key)
+        if isinstance(value, str):
+            answer[key] = value
+    if "cuda" in doc:
+        cuda = doc["cuda"]
+        answer["cuda"] = cuda if isinstance(cuda, str) else None
+    return answer
+
+
 def missing(modules: Sequence[str]) -> list[str]:
     """The modules among ``modules`` this interpreter cannot import."""
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def probe(argv_prefix: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 300) -> dict[str, Any]:
+def probe(argv_prefix: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 300) -> ProbeAnswer:
     """Run :data:`PROBE` with ``argv_prefix`` (``[python]`` or ``[apptainer, exec, SIF, python]``).
 
     Returns the probe's answer, or ``{"error": ...}`` when the interpreter did not answer."""
@@ -63,8 +113,7 @@ def probe(argv_prefix: Sequence[str], *, env: Mapping[str, str] | None = None, t
         return {"error": f"{type(exc).__name__}: {exc}"}
     for line in proc.stdout.splitlines():
         if line.startswith("TORCHENV-PROBE "):
-            answer: dict[str, Any] = json.loads(line.removeprefix("TORCHENV-PROBE "))
-            return answer
+            return _probe_answer(line.removeprefix("TORCHENV-PROBE "))
     tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
     return {"error": f"exit status {proc.returncode}: {tail}"}
 
@@ -74,7 +123,7 @@ class Execution:
     """What running a notebook gave: the executed notebook (a plain nbformat dict, with outputs),
     timings, and the first failure (None when every cell ran)."""
 
-    notebook: dict[str, Any]
+    notebook: NotebookJSON
     seconds: float
     kernel_start_seconds: float | None = None
     error: str | None = None
@@ -85,7 +134,7 @@ class Execution:
 
 
 def execute_notebook(
-    notebook: Mapping[str, Any],
+    notebook: Mapping[str, object],
     *,
     kernel_dir: Path,
     kernel_name: str,
@@ -116,15 +165,15 @@ def execute_notebook(
     cell_started: dict[str, float] = {}
     cell_seconds: dict[str, float] = {}
 
-    def on_start(**_: Any) -> None:
+    def on_start(**_: object) -> None:
         ready.append(time.perf_counter() - started)
 
-    def on_cell_start(cell: Any, cell_index: int, **_: Any) -> None:
+    def on_cell_start(cell: Mapping[str, object], cell_index: int, **_: object) -> None:
         cell_id = str(cell.get("id") or f"cell {cell_index}")
         current.append(cell_id)
         cell_started[cell_id] = time.perf_counter()
 
-    def on_cell_executed(cell: Any, cell_index: int, **_: Any) -> None:
+    def on_cell_executed(cell: Mapping[str, object], cell_index: int, **_: object) -> None:
         cell_id = str(cell.get("id") or f"cell {cell_index}")
         if cell_id in cell_started:
             cell_seconds[cell_id] = round(time.perf_counter() - cell_started[cell_id], 3)
@@ -200,7 +249,7 @@ def run_in_kernel(
         return _run_cell(km, log, code, timeout=timeout, startup_timeout=startup_timeout)
 
 
-def _run_cell(km: Any, log: Any, code: str, *, timeout: float, startup_timeout: float) -> CellRun:
+def _run_cell(km: KernelManager, log: BinaryIO, code: str, *, timeout: float, startup_timeout: float) -> CellRun:
     started = time.perf_counter()
     kc = None
     try:
@@ -217,12 +266,17 @@ def _run_cell(km: Any, log: Any, code: str, *, timeout: float, startup_timeout: 
         result: list[str] = []
         stdout: list[str] = []
 
-        def output(msg: dict[str, Any]) -> None:
-            kind, content = msg["header"]["msg_type"], msg["content"]
-            if kind == "execute_result":
-                result.append(content["data"].get("text/plain", ""))
+        def output(msg: NotebookJSON) -> None:
+            header, content = msg.get("header"), msg.get("content")
+            if not isinstance(header, dict) or not isinstance(content, dict):
+                return  # not an IOPub message of the documented shape
+            kind, data = header.get("msg_type"), content.get("data")
+            if kind == "execute_result" and isinstance(data, dict):
+                text = data.get("text/plain", "")
+                result.append(text if isinstance(text, str) else "")
             elif kind == "stream" and content.get("name") == "stdout":
-                stdout.append(content["text"])
+                text = content.get("text")
+                stdout.append(text if isinstance(text, str) else "")
 
         t0 = time.perf_counter()
         reply = kc.execute_interactive(code, timeout=timeout, output_hook=output)

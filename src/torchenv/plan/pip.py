@@ -10,15 +10,51 @@ directory.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from packaging.utils import canonicalize_name
 
 from torchenv.errors import SpecError
 from torchenv.plan import Step, Target, check_step
 from torchenv.spec.model import VariantSpec, version_matches
+
+if TYPE_CHECKING:  # typing has it from 3.11; the package runs on 3.10, where annotations stay strings
+    from typing import Required
+
+
+# pip's installation report (``pip install --dry-run --report``), the parts the lock is made of:
+# https://pip.pypa.io/en/stable/reference/installation-report/
+class PipArchiveInfo(TypedDict, total=False):
+    hashes: dict[str, str]
+
+
+class PipDownloadInfo(TypedDict, total=False):
+    url: str
+    archive_info: PipArchiveInfo
+
+
+class PipMetadata(TypedDict):
+    name: str
+    version: str
+
+
+class PipInstallItem(TypedDict):
+    metadata: PipMetadata
+    download_info: PipDownloadInfo
+
+
+class PipEnvironment(TypedDict, total=False):
+    python_full_version: str
+    sys_platform: str
+    platform_machine: str
+
+
+class PipReport(TypedDict, total=False):
+    version: str  # of the report format ("1")
+    environment: PipEnvironment
+    install: Required[list[PipInstallItem]]
+
 
 _LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\]+)")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
@@ -54,7 +90,7 @@ def resolve_command(python: str, requirements_file: Path, report_file: Path) -> 
     ]
 
 
-def render_lock(spec: VariantSpec, pip_report: Mapping[str, Any]) -> str:
+def render_lock(spec: VariantSpec, pip_report: PipReport) -> str:
     """The lock file text from pip's installation report (pure)."""
     env = pip_report.get("environment", {})
     lines = [
