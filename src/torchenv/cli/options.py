@@ -110,7 +110,7 @@ class Parser(argparse.ArgumentParser):
         #: Called with the value of an invalid choice, to explain it in the domain's words.
         self.on_invalid_choice: Callable[[str], None] | None = None
 
-    # One signature for argparse's overloads: kwargs (Any) go to it as they are; the result is typed for
+    # One signature for argparse's overloads: the keyword arguments pass through untouched; the result is typed for
     # parser_class=Parser, the class every torchenv command parser is (cli.main passes it).
     def add_subparsers(self, **kwargs: Any) -> Subcommands:  # type: ignore[override]
         action: Subcommands = super().add_subparsers(**kwargs)
