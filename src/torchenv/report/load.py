@@ -152,8 +152,11 @@ def read_json(path: str | os.PathLike[str], *, what: str = "torchenv", fix: str 
     try:
         value: JSON = json.loads(text)
     except json.JSONDecodeError as exc:
-        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        if exc.pos >= len(text.rstrip()):
+        at = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at"
+        where = f"{exc.msg}{at} line {exc.lineno} column {exc.colno}"
+        # A file cut short (a full disk, a killed writer, a partial copy) fails at its end, or in a
+        # string that never closes; say so, it is the likely fix.
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
             raise _error(what, name, f"is cut short: its JSON ends early ({where})", fix) from None
         raise _error(what, name, f"is not JSON ({where})", fix) from None
     except RecursionError:
