@@ -29,6 +29,7 @@ from torchenv.report.types import (
     SUBMIT_SCHEMA,
     VET_PROBE_SCHEMA,
     VET_SCHEMA,
+    AllreduceRank,
     AnyReport,
     BenchReport,
     BuildReport,
@@ -314,6 +315,30 @@ def load_sbom(path: str | os.PathLike[str], *, what: str = "torchenv", fix: str 
     return cast(SbomDocument, load_report(path, ("sbom",), what=what, fix=fix))  # validated as CycloneDX 1.x
 
 
+def load_rank(path: str | os.PathLike[str], *, what: str = "torchenv") -> AllreduceRank:
+    """One rank's ``allreduce-rank<N>.json`` (python -m torchenv.submit.allreduce; it carries no
+    schema): the keys :func:`torchenv.submit.allreduce.summarise` indexes, with their types."""
+    name = os.fspath(path)
+    fix = "rerun the all-reduce (torchenv submit / torchenv vet); a killed rank leaves no or a partial file"
+    data = read_json(name, what=what, fix=fix)
+    if not isinstance(data, dict):
+        raise _error(what, name, "is JSON but not an all-reduce rank report (not an object)", fix)
+    for key, typ in (("rank", int), ("world_size", int), ("ok", bool)):
+        value = data.get(key)
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise _error(what, name, f'field "{key}" is missing or not {_typename(typ)}', fix)
+    failures = data.get("failures", [])
+    if not (isinstance(failures, list) and all(isinstance(f, str) for f in failures)):
+        raise _error(what, name, 'field "failures" is not a list of text', fix)
+    timings = data.get("timings", [])
+    for i, case in enumerate(timings if isinstance(timings, list) else [None]):
+        c = case if isinstance(case, dict) else {}
+        size, seconds = c.get("bytes"), c.get("seconds")
+        if not (isinstance(size, int) and isinstance(seconds, (int, float))) or isinstance(size, bool):
+            raise _error(what, name, f'timings[{i}] has no whole "bytes" and numeric "seconds"', fix)
+    return cast(AllreduceRank, data)  # validated just above
+
+
 def as_object(value: JSON | object) -> Mapping[str, JSON]:
     """``value`` when it is a JSON object, else an empty one: for reading optional sections
     (a fact that could not be gathered is ``{"error": ...}``, absent, or null)."""
@@ -329,6 +354,7 @@ __all__ = [
     "load_bench",
     "load_build",
     "load_check",
+    "load_rank",
     "load_report",
     "load_sbom",
     "load_submit",

@@ -32,15 +32,6 @@ DOCTOR_SCHEMA = "torchenv.doctor/1"
 # the check report (torchenv check --json; torchenv.report.check.build)
 
 
-class Diagnosis(TypedDict):
-    """A known breakage matched to a failure (torchenv.diagnose.breakages.Diagnosis.to_dict)."""
-
-    id: str
-    symptom: str
-    cause: str
-    fix: str
-
-
 class _CheckEntryRequired(TypedDict):
     check: str
     outcome: str  # passed | failed | skipped
@@ -52,7 +43,7 @@ class CheckEntry(_CheckEntryRequired, total=False):
     group: str
     seconds: float
     message: str
-    diagnosis: Diagnosis | None
+    diagnosis: dict[str, str] | None  # a known breakage: id, symptom, cause, fix (breakages.Diagnosis)
 
 
 class _PackageRequired(TypedDict):
@@ -270,7 +261,7 @@ class _TargetRequired(TypedDict):
     nodes: list[NodeResult]
 
 
-class Target(_TargetRequired, total=False):
+class SubmitTarget(_TargetRequired, total=False):
     """One partition's job (jobs.collect)."""
 
     allreduce: Allreduce
@@ -288,7 +279,7 @@ class SubmitSummary(TypedDict):
 class _SubmitReportRequired(TypedDict):
     schema: str
     variant: str
-    targets: list[Target]
+    targets: list[SubmitTarget]
     summary: SubmitSummary
 
 
