@@ -34,6 +34,7 @@ from torchenv.report.types import (
     BenchReport,
     BuildReport,
     CheckReport,
+    NodeProbe,
     SbomDocument,
     SubmitReport,
     VetReport,
@@ -339,6 +340,53 @@ def load_rank(path: str | os.PathLike[str], *, what: str = "torchenv") -> Allred
     return cast(AllreduceRank, data)  # validated just above
 
 
+_PROBE_NUMBERS = ("seconds", "cpus", "threads", "cpu_gflops", "memory_available_mib")
+_GPU_NUMBERS = (
+    "index",
+    "matmul_tflops",
+    "temperature_c",
+    "memory_used_mib",
+    "memory_total_mib",
+    "retired_pages",
+    "retired_pages_pending",
+    "ecc_uncorrected",
+    "sm_clock_mhz",
+    "sm_clock_max_mhz",
+)
+
+
+def _is_number(value: JSON) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_probe(path: str | os.PathLike[str], *, what: str = "torchenv vet") -> NodeProbe:
+    """One node's ``probe-<node>.json`` (``torchenv.vet.probe/1``): its schema, its node name, and
+    every figure vet compares a number (a figure that is text would stop vet mid-judgement)."""
+    name = os.fspath(path)
+    fix = "rerun torchenv vet; the probe writes this file itself (a killed probe leaves none or a partial one)"
+    data = read_json(name, what=what, fix=fix)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(schema, str) or _family(schema) != _family(VET_PROBE_SCHEMA):
+        raise _error(what, name, f'is not a vet node probe (it has no "schema": "{VET_PROBE_SCHEMA}")', fix)
+    if schema != VET_PROBE_SCHEMA:
+        raise _error(what, name, f"is a {schema} probe; this torchenv reads {VET_PROBE_SCHEMA}", fix)
+    if not isinstance(data.get("node"), str):
+        raise _error(what, name, 'field "node" is missing or not text', fix)
+    for key in _PROBE_NUMBERS:
+        if key in data and not _is_number(data[key]):
+            raise _error(what, name, f'field "{key}" is {json.dumps(data[key])}, not a number', fix)
+    gpus = data.get("gpus", [])
+    if not isinstance(gpus, list):
+        raise _error(what, name, 'field "gpus" is not a list', fix)
+    for i, gpu in enumerate(gpus):
+        if not isinstance(gpu, dict):
+            raise _error(what, name, f"gpus[{i}] is not an object", fix)
+        for key in _GPU_NUMBERS:
+            if key in gpu and gpu[key] is not None and not _is_number(gpu[key]):
+                raise _error(what, name, f'field "gpus[{i}].{key}" is {json.dumps(gpu[key])}, not a number', fix)
+    return cast(NodeProbe, data)  # validated just above
+
+
 def as_object(value: JSON | object) -> Mapping[str, JSON]:
     """``value`` when it is a JSON object, else an empty one: for reading optional sections
     (a fact that could not be gathered is ``{"error": ...}``, absent, or null)."""
@@ -354,6 +402,7 @@ __all__ = [
     "load_bench",
     "load_build",
     "load_check",
+    "load_probe",
     "load_rank",
     "load_report",
     "load_sbom",

@@ -302,14 +302,80 @@ class SubmitReport(_SubmitReportRequired, total=False):
 # torchenv vet --json (torchenv.cli.vet.vet_nodes; the probe's own shape: torchenv.submit.vet.NodeProbe)
 
 
+class GpuFigures(TypedDict, total=False):
+    """What the probe measured or read on one GPU (``injected``: given by a test, not measured)."""
+
+    index: int
+    name: str
+    kernel_ok: bool
+    kernel_error: str
+    matmul_tflops: float
+    temperature_c: float
+    memory_used_mib: float
+    memory_total_mib: float
+    retired_pages: int
+    retired_pages_pending: int
+    ecc_uncorrected: int
+    sm_clock_mhz: float
+    sm_clock_max_mhz: float
+    nvml_error: str
+    injected: bool
+
+
+class NodeProbe(TypedDict, total=False):
+    """One node's probe report (``python -m torchenv.submit.vet_probe``; schema torchenv.vet.probe/1)."""
+
+    schema: str
+    node: str
+    hostname: str
+    seconds: float
+    torch: str
+    cpus: int
+    threads: int
+    cpu_gflops: float
+    loadavg: list[float]
+    memory_available_mib: float
+    gpus: list[GpuFigures]
+    gpu_error: str
+    gpus_injected: bool
+
+
+class VetFailure(TypedDict):
+    """One reason a node is excluded (submit.vet.Failure.to_dict)."""
+
+    figure: str
+    value: float | None
+    floor: float | None
+    text: str
+
+
+class LinkRow(TypedDict):
+    """One all-reduce over a group of nodes (submit.vet.LinkResult.to_dict)."""
+
+    nodes: list[str]
+    busbw_gbps: float | None
+    error: str | None
+    seconds: float | None
+
+
+class VetLinks(TypedDict):
+    """The link search (submit.vet.LinkSearch.to_dict)."""
+
+    floor_gbps: float
+    peer_fraction: float
+    total: LinkRow | None
+    rounds: list[list[LinkRow]]
+    status: dict[str, str]
+
+
 class VetNode(TypedDict):
     node: str
     verdict: str  # vetted | excluded
     cpu_gflops: float | None
     gpus: str
-    failures: list[JSONObject]
+    failures: list[VetFailure]
     floors: dict[str, float]
-    probe: JSON  # the node's probe report (submit.vet.NodeProbe), or why there is none (a string)
+    probe: NodeProbe | str  # the node's probe report, or why there is none
 
 
 class VetSummary(TypedDict):
@@ -338,10 +404,10 @@ class VetReport(_VetReportRequired, total=False):
     seconds: float
     config: str | None
     overrides: dict[str, float]
-    links: JSONObject | None
+    links: VetLinks | None
     vetted_hostlist: str
     excluded_hostlist: str
-    args: JSONObject
+    args: dict[str, str]  # exclude / nodelist: the srun options to paste
 
 
 # --------------------------------------------------------------------------------------------
