@@ -170,7 +170,7 @@ def read_json(path: str | os.PathLike[str], *, what: str = "torchenv", fix: str 
 # checking
 
 
-def kind_of(data: JSON) -> str | None:
+def kind_of(data: object) -> str | None:
     """Which torchenv document ``data`` claims to be, from its ``schema`` (any version), or None."""
     if not isinstance(data, dict):
         return None
@@ -240,7 +240,7 @@ def _typename(typ: type) -> str:
 
 
 def validate(
-    data: JSON,
+    data: object,
     kinds: Sequence[str] = ("check",),
     *,
     path: str = "the report",

@@ -13,7 +13,10 @@ measurements) are :data:`JSON`: any JSON value, narrowed with ``isinstance`` whe
 
 from __future__ import annotations
 
-from typing import TypeAlias, TypedDict
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
+
+if TYPE_CHECKING:  # named for the checker only: the types module imports nothing at run time
+    from torchenv.diagnose.causes import Cause
 
 #: Any JSON value (what ``json.loads`` returns). A string: the alias refers to itself.
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -99,9 +102,11 @@ class CheckReport(_CheckReportRequired, total=False):
     created: str
     command: list[str]
     support_matrix: JSON
-    causes: list[JSONObject]
+    causes: list[Cause]  # the root causes the report ends with (diagnose.causes.Cause)
     packages_fingerprint: str | None
     log: str | None
+    sbom: str  # check --sbom: where the SBOM of the checked environment was written
+    notebook: JSONObject  # check --notebook: the notebook check's section (check.notebook.add_to_run)
     #: figures to compare (name -> number, name -> {"value", "unit"}, or groups of these): a bench
     #: report always has them; compare reads them from any report that has them.
     bench: JSON
