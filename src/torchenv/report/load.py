@@ -95,8 +95,24 @@ def _family(schema: str) -> str:
     return schema.rsplit("/", 1)[0] + "/" if "/" in schema else schema
 
 
-def _error(what: str, path: str, problem: str, fix: str) -> TorchenvError:
-    return TorchenvError(f"{what}: {path}: {problem}.", fix=fix)
+class ReportError(TorchenvError):
+    """A file that is no report this torchenv can use (exit 2). ``path`` and ``problem`` are also
+    kept apart for callers that show them in their own words (a node's row, a table cell);
+    ``unreadable``: the file could not even be read as JSON (absent, a FIFO, cut short, ...)."""
+
+    def __init__(self, what: str, path: str, problem: str, fix: str, *, unreadable: bool = False) -> None:
+        self.path = path
+        self.problem = problem
+        self.unreadable = unreadable
+        super().__init__(f"{what}: {path}: {problem}.", fix=fix)
+
+
+def _error(what: str, path: str, problem: str, fix: str) -> ReportError:
+    return ReportError(what, path, problem, fix)
+
+
+def _unreadable(what: str, path: str, problem: str, fix: str) -> ReportError:
+    return ReportError(what, path, problem, fix, unreadable=True)
 
 
 def _describe(kinds: Sequence[str]) -> str:
@@ -122,24 +138,28 @@ def read_json(path: str | os.PathLike[str], *, what: str = "torchenv", fix: str 
     try:
         st = os.stat(name)
     except FileNotFoundError:
-        raise _error(what, name, "no such file", fix) from None
+        raise _unreadable(what, name, "no such file", fix) from None
     except OSError as exc:
-        raise _error(what, name, f"cannot be read ({exc.strerror})", fix) from None
+        raise _unreadable(what, name, f"cannot be read ({exc.strerror})", fix) from None
     if stat.S_ISDIR(st.st_mode):
-        raise _error(what, name, "is a folder, not a report", "pass the JSON file inside it, e.g. reports/pip.json")
+        raise _unreadable(
+            what, name, "is a folder, not a report", "pass the JSON file inside it, e.g. reports/pip.json"
+        )
     if not stat.S_ISREG(st.st_mode):  # a FIFO would hang the reader, a device feed it for ever
-        raise _error(what, name, "is not a regular file (a FIFO, device or socket)", "pass a JSON report file")
+        raise _unreadable(what, name, "is not a regular file (a FIFO, device or socket)", "pass a JSON report file")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(name, flags)
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # swapped since the stat above
-                raise _error(what, name, "is not a regular file (a FIFO, device or socket)", "pass a JSON report file")
+                raise _unreadable(
+                    what, name, "is not a regular file (a FIFO, device or socket)", "pass a JSON report file"
+                )
             raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise _error(what, name, f"cannot be read ({exc.strerror})", fix) from None
+        raise _unreadable(what, name, f"cannot be read ({exc.strerror})", fix) from None
     if len(raw) > MAX_BYTES:
-        raise _error(
+        raise _unreadable(
             what,
             name,
             f"is larger than the {MAX_BYTES // (1024 * 1024)} MiB a torchenv report can be",
@@ -148,9 +168,9 @@ def read_json(path: str | os.PathLike[str], *, what: str = "torchenv", fix: str 
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _error(what, name, "cannot be read (not UTF-8 text)", fix) from None
+        raise _unreadable(what, name, "cannot be read (not UTF-8 text)", fix) from None
     if not text.strip():
-        raise _error(what, name, "is empty", fix)
+        raise _unreadable(what, name, "is empty", fix)
     try:
         value: JSON = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -159,10 +179,10 @@ def read_json(path: str | os.PathLike[str], *, what: str = "torchenv", fix: str 
         # A file cut short (a full disk, a killed writer, a partial copy) fails at its end, or in a
         # string that never closes; say so, it is the likely fix.
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
-            raise _error(what, name, f"is cut short: its JSON ends early ({where})", fix) from None
-        raise _error(what, name, f"is not JSON ({where})", fix) from None
+            raise _unreadable(what, name, f"is cut short: its JSON ends early ({where})", fix) from None
+        raise _unreadable(what, name, f"is not JSON ({where})", fix) from None
     except RecursionError:
-        raise _error(what, name, "is not JSON torchenv can read (nested too deeply)", fix) from None
+        raise _unreadable(what, name, "is not JSON torchenv can read (nested too deeply)", fix) from None
     return value
 
 
@@ -397,6 +417,7 @@ __all__ = [
     "KINDS",
     "MAX_BYTES",
     "Kind",
+    "ReportError",
     "as_object",
     "kind_of",
     "load_bench",

@@ -57,6 +57,7 @@ class _PackageRequired(TypedDict):
 class Package(_PackageRequired, total=False):
     """One installed distribution (torchenv.probe.facts.packages); ``licenses`` once SBOM-enriched."""
 
+    location: str
     licenses: list[JSONObject]
 
 
@@ -482,9 +483,17 @@ class _SbomRequired(TypedDict):
     components: list[Component]
 
 
+class _DependencyRequired(TypedDict):
+    ref: str
+
+
+class Dependency(_DependencyRequired, total=False):
+    dependsOn: list[str]
+
+
 _SbomOptional = TypedDict(
     "_SbomOptional",
-    {"$schema": str, "serialNumber": str, "version": int, "metadata": SbomMetadata, "dependencies": list[JSONObject]},
+    {"$schema": str, "serialNumber": str, "version": int, "metadata": SbomMetadata, "dependencies": list[Dependency]},
     total=False,
 )
 
