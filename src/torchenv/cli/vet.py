@@ -400,7 +400,7 @@ def render(result: VetReport) -> str:
     return vet.clean("\n".join(lines)) + "\n"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "vet",
         help="inside an allocation: probe every node and the links between them, name the nodes to exclude",

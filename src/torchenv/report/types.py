@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypedDict
 if TYPE_CHECKING:  # named for the checker only: the types module imports nothing at run time
     from torchenv.diagnose.causes import Cause
 
-#: Any JSON value (what ``json.loads`` returns). A string: the alias refers to itself.
+#: A JSON value of any shape (what ``json.loads`` returns). A string: the alias refers to itself.
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 #: A JSON object.
 JSONObject: TypeAlias = dict[str, JSON]
