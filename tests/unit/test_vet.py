@@ -19,7 +19,7 @@ import pytest
 from torchenv import __version__
 from torchenv.cli import main as cli_main
 from torchenv.cli import vet as cli_vet
-from torchenv.engines.slurm import Step
+from torchenv.engines.slurm import JobState, Step
 from torchenv.errors import TorchenvError
 from torchenv.report.types import GpuFigures, NodeProbe
 from torchenv.submit import vet, vet_probe
@@ -567,3 +567,67 @@ def test_a_signal_while_vetting_stops_it_with_that_signals_number(signum: int) -
         interrupted()
     assert err.value.signum == signum
     assert signal.getsignal(signum) == before  # the previous handler is back
+
+
+class _AllocSlurm:
+    """Slurm for --allocate: the job "runs" vet inside by leaving ``vet_json`` in --out."""
+
+    vet_json = ""
+
+    def __init__(self, env: object = None) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
+
+    def submit(self, script: Path) -> str:
+        (script.parent / "vet.json").write_text(self.vet_json)
+        return "77"
+
+    def job(self, job_id: str) -> JobState:
+        return JobState(job_id, "COMPLETED", "None", "tnode[1-2]", "0:0")
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        raise AssertionError("a finished job is not cancelled")
+
+
+@pytest.mark.parametrize(
+    ("vet_json", "says"),
+    [
+        ('{"schema": "torchenv.vet/0", "nodes": []}', "is a torchenv.vet/0 report; this torchenv reads torchenv.vet/1"),
+        (
+            '{"name": "web", "version": "1.0.0"}',
+            'is JSON but not a torchenv report (it has no "schema": "torchenv.vet/1")',
+        ),
+        ('{"schema": "torchenv.vet/1", "nodes": [], "vet', "is cut short: its JSON ends early"),
+    ],
+)
+def test_allocate_refuses_a_vet_json_it_cannot_read_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], vet_json: str, says: str
+) -> None:
+    from torchenv.engines import slurm
+
+    monkeypatch.setattr(_AllocSlurm, "vet_json", vet_json)
+    monkeypatch.setattr(slurm, "Slurm", _AllocSlurm)
+    out = tmp_path / "out"
+    code = cli_main.main(["vet", "--allocate", "--nodes", "2", "--out", str(out), "--poll", "0.05"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"torchenv vet --allocate (job 77): {out / 'vet.json'}: {says}" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_allocate_renders_the_vet_json_its_job_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchenv.engines import slurm
+
+    probes: dict[str, NodeProbe | str] = {f"tnode{i}": _probe(f"tnode{i}") for i in (1, 2)}
+    result = cli_vet.vet_nodes(FakeRunner(tmp_path, probes, set()), list(probes))
+    monkeypatch.setattr(_AllocSlurm, "vet_json", json.dumps(result))
+    monkeypatch.setattr(slurm, "Slurm", _AllocSlurm)
+    report = tmp_path / "copy.json"
+    code = cli_main.main(["vet", "--allocate", "--nodes", "2", "--out", str(tmp_path / "out"), "--json", str(report)])
+    assert code == 0, capsys.readouterr().err
+    assert "vetted   (2): tnode[1-2]" in capsys.readouterr().out
+    assert json.loads(report.read_text()) == result
