@@ -17,13 +17,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from torchenv.errors import TorchenvError
+from torchenv.report import load as report_load
 from torchenv.report import table
-
-SCHEMA_PREFIX = "torchenv.report/"
-SCHEMA_MAJOR = "1"
+from torchenv.report.types import JSON, CheckReport
 
 #: A bench figure whose ratio to the baseline lies outside 1 +- this is marked as differing.
 BENCH_TOLERANCE = 0.05
@@ -53,7 +52,7 @@ class Report:
 
     label: str
     path: str
-    data: dict[str, Any]
+    data: CheckReport
 
 
 @dataclass(frozen=True)
@@ -146,53 +145,22 @@ def _bad(path: str, problem: str, fix: str = _HOW_TO_MAKE) -> TorchenvError:
 
 def load(path: str, label: str | None = None) -> Report:
     """Read one report, or raise a one-paragraph TorchenvError naming the file and what is wrong."""
-    p = Path(path)
-    if not p.exists():
-        raise _bad(path, "no such file")
-    if p.is_dir():
-        raise _bad(path, "is a folder, not a report", fix="pass the JSON file inside it, e.g. reports/pip.json")
-    if not p.is_file():  # a FIFO would hang the reader, a device feed it forever
-        raise _bad(path, "is not a regular file (a FIFO, device or socket)", fix="pass a JSON report file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise _bad(path, f"cannot be read ({why})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _bad(path, f"is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    validate(path, data)
-    return Report(label or p.stem, path, data)
-
-
-def validate(path: str, data: Any) -> None:
-    """Check that ``data`` is a torchenv report this version can read; raise naming the field if not."""
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
-        raise _bad(path, f'is JSON but not a torchenv report (it has no "schema": "{SCHEMA_PREFIX}{SCHEMA_MAJOR}")')
-    if schema != SCHEMA_PREFIX + SCHEMA_MAJOR:
-        raise _bad(
-            path,
-            f"is a {schema} report; this torchenv reads {SCHEMA_PREFIX}{SCHEMA_MAJOR}",
-            fix="compare it with the torchenv version that wrote it, or rerun `torchenv check --json` with this one",
-        )
-    assert isinstance(data, dict)
-    for key, kind in (("spec", dict), ("summary", dict), ("checks", list), ("facts", dict), ("packages", list)):
-        if not isinstance(data.get(key), kind):
-            what = "an object" if kind is dict else "a list"
-            raise _bad(path, f'field "{key}" is missing or not {what}', fix="rerun `torchenv check --json PATH`")
-    for i, check in enumerate(data["checks"]):
-        if not (isinstance(check, dict) and isinstance(check.get("check"), str) and "outcome" in check):
-            raise _bad(path, f'checks[{i}] has no "check" and "outcome"', fix="rerun `torchenv check --json PATH`")
-    for i, pkg in enumerate(data["packages"]):
-        if not (isinstance(pkg, dict) and isinstance(pkg.get("name"), str) and "version" in pkg):
-            raise _bad(path, f'packages[{i}] has no "name" and "version"', fix="rerun `torchenv check --json PATH`")
+    data = report_load.load_check(path, what="torchenv compare", bench=True, fix=_HOW_TO_MAKE)
     if "bench" in data:
         bench_figures(path, data["bench"])
+    return Report(label or Path(path).stem, path, data)
 
 
-def bench_figures(path: str, bench: Any, prefix: str = "") -> dict[str, tuple[float, str]]:
+def validate(path: str, data: JSON) -> CheckReport:
+    """``data`` as a check (or bench) report this version can read; raise naming the field if not."""
+    report = report_load.validate(data, ("check", "bench"), path=path, what="torchenv compare", fix=_HOW_TO_MAKE)
+    checked = cast(CheckReport, report)  # validated as a check or bench report just above
+    if "bench" in checked:
+        bench_figures(path, checked["bench"])
+    return checked
+
+
+def bench_figures(path: str, bench: JSON, prefix: str = "") -> dict[str, tuple[float, str]]:
     """Flatten a report's "bench" section into name -> (value, unit).
 
     Accepted: ``{"name": 12.5}``, ``{"name": {"value": 12.5, "unit": "ms"}}``, and groups of these nested
@@ -204,15 +172,17 @@ def bench_figures(path: str, bench: Any, prefix: str = "") -> dict[str, tuple[fl
     out: dict[str, tuple[float, str]] = {}
     for name, item in bench.items():
         key = f"{prefix}{name}"
-        if _is_number(item):
-            out[key] = (float(item), "")
+        number = _number(item)
+        if number is not None:
+            out[key] = (number, "")
         elif isinstance(item, dict) and "value" in item:
             unit = item.get("unit", "")
-            if not _is_number(item["value"]) or not isinstance(unit, str):
+            value = _number(item["value"])
+            if value is None or not isinstance(unit, str):
                 raise _bad(
                     path, f'bench figure "{key}" has a value that is not a number or a unit that is not text', fix
                 )
-            out[key] = (float(item["value"]), unit)
+            out[key] = (value, unit)
         elif isinstance(item, dict):
             out.update(bench_figures(path, item, f"{key}."))
         else:
@@ -220,8 +190,11 @@ def bench_figures(path: str, bench: Any, prefix: str = "") -> dict[str, tuple[fl
     return out
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _number(x: JSON) -> float | None:
+    """``x`` as a float when it is a finite JSON number (not a boolean), else None."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
 
 
 def labels_for(paths: Sequence[str]) -> list[str]:
@@ -245,7 +218,8 @@ def load_all(paths: Sequence[str]) -> list[Report]:
 # the model (pure)
 
 
-def _get(data: Any, *keys: str) -> Any:
+def _get(data: object, *keys: str) -> object:
+    """``data[keys[0]][keys[1]]...``, or None where a level is not an object or lacks the key."""
     for key in keys:
         if not isinstance(data, dict) or key not in data:
             return None
@@ -253,7 +227,7 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
-def show(value: Any) -> str:
+def show(value: object) -> str:
     """A fact value as one line of text: JSON spelling for booleans, lists joined by commas."""
     if value is None:
         return NONE
@@ -274,7 +248,7 @@ def _num(x: float) -> str:
     return f"{x:.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
 
 
-def _torch_version(d: dict[str, Any]) -> str:
+def _torch_version(d: CheckReport) -> str:
     torch_f = _get(d, "facts", "torch")
     if isinstance(torch_f, dict) and torch_f.get("version"):
         return str(torch_f["version"])
@@ -283,15 +257,15 @@ def _torch_version(d: dict[str, Any]) -> str:
     return ABSENT
 
 
-def _cuda(d: dict[str, Any]) -> str:
+def _cuda(d: CheckReport) -> str:
     torch_f = _get(d, "facts", "torch")
     if not isinstance(torch_f, dict) or not torch_f.get("version"):
         return ABSENT
     return str(torch_f.get("cuda") or "none (CPU build)")
 
 
-def _module(name: str) -> Callable[[dict[str, Any]], str]:
-    def get(d: dict[str, Any]) -> str:
+def _module(name: str) -> Callable[[CheckReport], str]:
+    def get(d: CheckReport) -> str:
         mod = _get(d, "facts", name)
         if not isinstance(mod, dict):
             return ABSENT
@@ -304,7 +278,7 @@ def _module(name: str) -> Callable[[dict[str, Any]], str]:
     return get
 
 
-def _gpus(d: dict[str, Any]) -> str:
+def _gpus(d: CheckReport) -> str:
     runtime = _get(d, "facts", "torch", "cuda_runtime")
     if not isinstance(runtime, dict):
         return ABSENT
@@ -314,9 +288,9 @@ def _gpus(d: dict[str, Any]) -> str:
     return ", ".join(f"{dev.get('name')} ({dev.get('arch')})" for dev in devices if isinstance(dev, dict))
 
 
-def _fact(*keys: str) -> Callable[[dict[str, Any]], str]:
-    def get(d: dict[str, Any]) -> str:
-        root: Any = d
+def _fact(*keys: str) -> Callable[[CheckReport], str]:
+    def get(d: CheckReport) -> str:
+        root: object = d
         for key in keys:
             if not isinstance(root, dict) or key not in root:
                 return ABSENT
@@ -326,13 +300,13 @@ def _fact(*keys: str) -> Callable[[dict[str, Any]], str]:
     return get
 
 
-def _packages_cell(d: dict[str, Any]) -> str:
+def _packages_cell(d: CheckReport) -> str:
     fp = d.get("packages_fingerprint")
     return f"{len(d['packages'])} ({fp[:12]})" if isinstance(fp, str) else f"{len(d['packages'])}"
 
 
 #: The Versions table: (row label, getter, fact paths it covers so the Facts table does not repeat them).
-VERSION_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str], tuple[str, ...]], ...] = (
+VERSION_ROWS: tuple[tuple[str, Callable[[CheckReport], str], tuple[str, ...]], ...] = (
     ("variant", _fact("spec", "variant"), ()),
     ("spec hash", _fact("spec", "hash"), ()),
     ("torchenv", _fact("torchenv_version"), ()),
@@ -370,10 +344,10 @@ def _note(key: str) -> str:
     return ""
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: JSON, prefix: str = "") -> dict[str, JSON]:
     """Nested dicts -> {"a.b.c": leaf}; lists and scalars are leaves, an empty dict has none."""
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
+        out: dict[str, JSON] = {}
         for key, item in value.items():
             out.update(flatten(item, f"{prefix}{key}."))
         return out

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -10,6 +9,7 @@ from torchenv.check import runner
 from torchenv.check.runner import CheckResult, SuiteRun
 from torchenv.cli import main as cli
 from torchenv.report import check as report
+from torchenv.report.types import CheckReport
 from torchenv.spec import model as spec
 
 from ..conftest import STACK
@@ -24,7 +24,7 @@ def _run(*results: CheckResult) -> SuiteRun:
     )
 
 
-def _report(*results: CheckResult) -> dict[str, Any]:
+def _report(*results: CheckResult) -> CheckReport:
     stack = spec.load(str(STACK))
     return report.build(stack, stack.variant("pip"), _run(*results), ["torchenv", "check"])
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from torchenv import __version__
 from torchenv.cli import main as cli
 from torchenv.errors import TorchenvError
-from torchenv.report import sbom
+from torchenv.report import load, sbom
+from torchenv.report.types import CheckReport, Package
 
 from ..conftest import ROOT
 
@@ -70,7 +70,7 @@ def test_licenses_unknown_or_absent_give_none() -> None:
 
 
 def test_document_exact_shape() -> None:
-    packages: list[dict[str, Any]] = [
+    packages: list[Package] = [
         {"name": "torch", "version": "2.14.1", "location": "/env", "licenses": [{"expression": "BSD-3-Clause"}]},
         {"name": "numpy", "version": "2.4.6"},
         {"name": "Numpy", "version": "9.9"},  # a second copy of a name: the first one wins
@@ -129,9 +129,8 @@ def test_document_exact_shape() -> None:
     assert sbom.component_versions(doc) == {"numpy": "2.4.6", "torch": "2.14.1"}
 
 
-def _real_report() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(REAL_REPORT.read_text())
-    return data
+def _real_report() -> CheckReport:
+    return load.load_check(REAL_REPORT)
 
 
 def test_subject_from_a_real_report_carries_what_staff_search_by() -> None:
@@ -140,8 +139,10 @@ def test_subject_from_a_real_report_carries_what_staff_search_by() -> None:
     props = dict(subject.properties)
     assert (subject.name, subject.version, subject.kind) == ("hpc-pytorch-pip", rep["spec"]["hash"], "container")
     assert props["torchenv:variant"] == "pip"
-    assert props["torchenv:torch"] == rep["facts"]["torch"]["version"]
-    assert props["torchenv:torch-cuda"] == rep["facts"]["torch"]["cuda"]
+    torch_f = rep["facts"]["torch"]
+    assert isinstance(torch_f, dict)
+    assert props["torchenv:torch"] == torch_f["version"]
+    assert props["torchenv:torch-cuda"] == torch_f["cuda"]
     assert props["torchenv:packages-fingerprint"] == rep["packages_fingerprint"]
     assert props["torchenv:check-outcome"] == rep["summary"]["outcome"]
 
@@ -170,7 +171,7 @@ def test_sbom_of_a_real_report_validates_against_the_cyclonedx_1_6_schema() -> N
 
 def test_a_report_without_packages_is_refused_with_the_fix() -> None:
     with pytest.raises(TorchenvError, match=r"no package list.*torchenv check --json"):
-        sbom.for_report({"spec": {}, "packages": []}, same_environment=False)
+        sbom.for_report({**_real_report(), "packages": []}, same_environment=False)
 
 
 def test_cli_sbom_from_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -201,3 +202,22 @@ def test_cli_sbom_bad_property_and_bad_report_exit_2(tmp_path: Path, capsys: pyt
     bad.write_text("{not json")
     assert cli.main(["sbom", "--from-report", str(bad)]) == 2
     assert "cannot read it as JSON" in capsys.readouterr().err
+
+
+def test_cli_sbom_from_a_report_of_another_kind_or_version_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    submit_report = tmp_path / "submit.json"
+    submit_report.write_text(
+        json.dumps({"schema": "torchenv.submit/1", "variant": "pip", "targets": [], "summary": {}})
+    )
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**json.loads(REAL_REPORT.read_text()), "schema": "torchenv.report/0"}))
+    for path, says in (
+        (submit_report, "is a submit summary (what `torchenv submit --json PATH` writes), not a check report"),
+        (old, "is a torchenv.report/0 report; this torchenv reads torchenv.report/1"),
+    ):
+        assert cli.main(["sbom", "--from-report", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"torchenv: error: torchenv sbom --from-report: {path}: {says}"), err
+        assert err.count("\n") == 1 and "Traceback" not in err

@@ -22,6 +22,7 @@ from torchenv.cli import main as cli
 from torchenv.engines import slurm
 from torchenv.engines.slurm import JobState
 from torchenv.errors import ToolMissing, TorchenvError
+from torchenv.report.types import AllreduceRank, SubmitReport
 from torchenv.submit import allreduce
 from torchenv.submit import jobs as submit
 
@@ -270,7 +271,7 @@ def test_bus_bandwidth_is_algbw_times_2_n_minus_1_over_n() -> None:
     assert allreduce.bandwidth(4096, 0.0, 2) == (0.0, 0.0)
 
 
-def _rank(rank: int, host: str, seconds: Sequence[float], failures: Sequence[str] = ()) -> dict[str, Any]:
+def _rank(rank: int, host: str, seconds: Sequence[float], failures: Sequence[str] = ()) -> AllreduceRank:
     return {
         "rank": rank,
         "world_size": 2,
@@ -411,6 +412,7 @@ def _check_report(host: str, *, failed: Sequence[dict[str, Any]] = (), gpus: Seq
             "env": {"OMP_NUM_THREADS": "2"},
             "torch": {"version": "2.14.1+cu130", "cuda_runtime": runtime},
         },
+        "packages": [{"name": "torch", "version": "2.14.1+cu130"}],
     }
 
 
@@ -445,9 +447,11 @@ def test_collect_a_failing_node_with_its_diagnosis_injected_reports(tmp_path: Pa
     assert (n1["outcome"], n1["gpu"], n1["driver"]) == ("passed", "4x NVIDIA A100-SXM4-80GB", "580.65.06")
     assert (n2["outcome"], n2["gpu"], n2["driver"]) == ("failed", "none", "-")
     assert n2["failures"][0]["cause"] == "numpy is not installed"
-    assert target["allreduce"]["ok"] and target["allreduce"]["transport"]["network"] == "TCP (gloo)"
+    transport = target["allreduce"]["transport"]
+    assert target["allreduce"]["ok"] and transport is not None and transport["network"] == "TCP (gloo)"
     assert target["problems"] == ["node n2: 1 check(s) failed"]
-    result: dict[str, Any] = {
+    result: SubmitReport = {
+        "schema": "torchenv.submit/1",
         "variant": "pip",
         "launch": req.launch.describe(),
         "workdir": str(tmp_path),
@@ -466,6 +470,48 @@ def test_collect_a_failing_node_with_its_diagnosis_injected_reports(tmp_path: Pa
     assert text.rstrip().endswith("both (job 12): node n2: 1 check(s) failed")
 
 
+def test_collect_names_a_node_report_that_is_cut_short_old_or_foreign(tmp_path: Path) -> None:
+    req = submit.Request(variant="pip", launch=CPU_REQ.launch, workdir=tmp_path, partitions=("p",), bench=True)
+    d = tmp_path / "p"
+    _write(d / "check-n1.json", json.dumps(_check_report("n1"))[:150])  # the task was killed mid-write
+    _write(d / "check-n2.json", {**_check_report("n2"), "schema": "torchenv.report/2", "torchenv_version": "9.0"})
+    _write(d / "check-n3.json", {"name": "not-a-report", "version": "1.0.0"})
+    for node in ("n1", "n2", "n3"):
+        _write(d / f"bench-{node}.json", _check_report(node))  # a check report where a bench report belongs
+    target = submit.collect(req, _followed("p", "COMPLETED", "n[1-3]"), ["n1", "n2", "n3"])
+    n1, n2, n3 = target["nodes"]
+    assert n1["problem"].startswith(f"unreadable report: {d / 'check-n1.json'}: is cut short: its JSON ends early")
+    assert (
+        "is a torchenv.report/2 report; this torchenv reads torchenv.report/1, written by torchenv 9.0"
+        in (n2["problem"])
+    )
+    assert 'is JSON but not a torchenv report (it has no "schema": "torchenv.report/1")' in n3["problem"]
+    assert all(n["outcome"] == "failed" and n["gpu"] == "?" for n in (n1, n2, n3))
+    assert n1["bench"]["problem"] == (
+        f"unreadable bench report: {d / 'bench-n1.json'}: is a check report "
+        "(what `torchenv check --json PATH` writes), not a bench report"
+    )
+    assert target["outcome"] == "failed" and len(target["problems"]) == 3
+    text = submit.render_summary(
+        {
+            "schema": "torchenv.submit/1",
+            "variant": "pip",
+            "launch": "x",
+            "workdir": str(tmp_path),
+            "targets": [target],
+            "summary": submit.summarise([target]),
+        }
+    )
+    assert "p (job 12): node n3: unreadable report: " in text  # a row and a reason for each, no KeyError
+
+
+def test_a_malformed_rank_report_counts_as_missing(tmp_path: Path) -> None:
+    _write(tmp_path / "allreduce-rank0.json", _rank(0, "n1", [0.001, 0.01]))
+    _write(tmp_path / "allreduce-rank1.json", {**_rank(1, "n2", [0.001, 0.01]), "timings": [{"bytes": "4096"}]})
+    result = submit.allreduce_result(tmp_path, 2, "gloo")
+    assert not result["ok"] and "no report from rank(s) 1" in result["problems"]
+
+
 def test_collect_a_node_without_report_shows_the_end_of_its_output(tmp_path: Path) -> None:
     req = submit.Request(variant="pip", launch=CPU_REQ.launch, workdir=tmp_path, partitions=("p",))
     _write(tmp_path / "p" / "check-n1.out", "Traceback\nModuleNotFoundError: No module named 'torchenv'\n")
@@ -482,7 +528,12 @@ def test_collect_a_node_whose_bench_failed_or_is_missing(tmp_path: Path) -> None
     d = tmp_path / "both"
     _write(d / "check-n1.json", _check_report("n1"))
     _write(d / "check-n2.json", _check_report("n2"))
-    bench = {"summary": {"outcome": "failed", "reason": "1 result was wrong", "passed": 2, "failed": 1, "skipped": 0}}
+    bench = {
+        **_check_report("n1"),
+        "kind": "bench",
+        "bench": {},
+        "summary": {"outcome": "failed", "reason": "1 result was wrong", "passed": 2, "failed": 1, "skipped": 0},
+    }
     _write(d / "bench-n1.json", bench)
     _write(d / "bench-n2.out", "torchenv bench: measuring matmul on cpu ...\nKilled\n")
     target = submit.collect(req, _followed("both", "FAILED", "n[1-2]"), ["n1", "n2"])
@@ -492,7 +543,8 @@ def test_collect_a_node_whose_bench_failed_or_is_missing(tmp_path: Path) -> None
     assert n2["outcome"] == "failed" and n2["bench"]["problem"] == "no bench report (its output ends: " + (
         "torchenv bench: measuring matmul on cpu ... | Killed)"
     )
-    result: dict[str, Any] = {
+    result: SubmitReport = {
+        "schema": "torchenv.submit/1",
         "variant": "pip",
         "launch": "x",
         "workdir": str(tmp_path),
@@ -537,7 +589,7 @@ def test_collect_nccl_on_sockets_warns_with_the_fix_injected_gpu_log(tmp_path: P
     target = submit.collect(req, _followed("g", "COMPLETED", "g[1-2]"), ["g1", "g2"])
     ar = target["allreduce"]
     assert target["outcome"] == "passed"  # slow is not wrong: a warning, not a failure
-    assert ar["transport"]["kind"] == "sockets"
+    assert ar["transport"] is not None and ar["transport"]["kind"] == "sockets"
     assert ar["transport_warning"]["id"] == "nccl-transport"
     assert "NCCL chose Socket between nodes" in ar["transport_warning"]["cause"]
     assert "/dev/infiniband" in ar["transport_warning"]["fix"]

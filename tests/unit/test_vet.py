@@ -6,21 +6,24 @@ GPU and NVML figures here are INJECTED (dicts, and a stand-in NVML library): no 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from torchenv import __version__
 from torchenv.cli import main as cli_main
 from torchenv.cli import vet as cli_vet
+from torchenv.engines.slurm import JobState, Step
 from torchenv.errors import TorchenvError
+from torchenv.report.types import GpuFigures, NodeProbe
 from torchenv.submit import vet, vet_probe
-from torchenv.submit.vet import GpuFigures, LinkResult, LinkSearch, NodeProbe
+from torchenv.submit.vet import LinkResult, LinkSearch
 
 # --------------------------------------------------------------------------------------------
 # floors
@@ -407,7 +410,7 @@ def test_all_good_exits_with_nothing_excluded(tmp_path: Path) -> None:
     probes: dict[str, NodeProbe | str] = {f"n{i}": _probe(f"n{i}") for i in range(3)}
     result = cli_vet.vet_nodes(FakeRunner(tmp_path, probes, set()), list(probes))
     assert result["excluded"] == [] and result["summary"]["outcome"] == "passed"
-    assert result["links"]["rounds"] == []
+    assert result["links"] is not None and result["links"]["rounds"] == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,6 +461,49 @@ def test_outputs_are_never_written_through_a_symlink(tmp_path: Path) -> None:
     with pytest.raises(TorchenvError, match="not a regular file"):
         cli_vet.write_file(link, "tnode1\n", "--out")
     assert target.read_text() == "keep"
+
+
+class _FinishedStep:
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+    def stop(self) -> None:
+        pass
+
+
+class FilesRunner(cli_vet.Runner):
+    """A runner whose probe step "writes" the given files (what each node's probe left)."""
+
+    def __init__(self, tmp: Path, files: dict[str, str]) -> None:
+        opts = cli_vet.Options(tmp, None, "/usr/bin/python3", 30.0, 60.0, 1 << 20, 1.0, 1, None, {})
+        super().__init__(opts, {}, "42")
+        self.files = files
+
+    def start(self, argv: Sequence[str], log: Path) -> Step:
+        for name, text in self.files.items():
+            (self.opts.out / "probes" / name).write_text(text)
+        return cast(Step, _FinishedStep())
+
+
+def test_a_probe_file_cut_short_old_or_mistyped_is_that_nodes_failure(tmp_path: Path) -> None:
+    good = json.dumps({**_probe("n1"), "schema": "torchenv.vet.probe/1"})  # as vet_probe writes it
+    old = json.dumps({**_probe("n2"), "schema": "torchenv.vet.probe/0"})
+    mistyped: NodeProbe = {**_probe("n4", gpus=[_gpu(matmul_tflops=700.0)]), "schema": "torchenv.vet.probe/1"}
+    mistyped["gpus"][0]["matmul_tflops"] = "fast"  # type: ignore[typeddict-item]
+    files = {"probe-n1.json": good, "probe-n2.json": old, "probe-n3.json": good[:40]}
+    files["probe-n4.json"] = json.dumps(mistyped)
+    probes = FilesRunner(tmp_path, files).probe(["n1", "n2", "n3", "n4", "n5"])
+    assert probes["n1"] == json.loads(good)
+    folder = tmp_path / "probes"
+    assert probes["n2"] == (
+        f"the probe: {folder / 'probe-n2.json'}: is a torchenv.vet.probe/0 probe; "
+        "this torchenv reads torchenv.vet.probe/1"
+    )
+    assert isinstance(probes["n3"], str) and "probe-n3.json: is cut short: its JSON ends early" in probes["n3"]
+    assert (
+        probes["n4"] == f'the probe: {folder / "probe-n4.json"}: field "gpus[0].matmul_tflops" is "fast", not a number'
+    )
+    assert probes["n5"] == "the probe failed (srun exit 0)"  # no file at all: as before
 
 
 def test_allocate_renders_a_job_that_runs_the_same_vet_inside(tmp_path: Path) -> None:
@@ -521,3 +567,67 @@ def test_a_signal_while_vetting_stops_it_with_that_signals_number(signum: int) -
         interrupted()
     assert err.value.signum == signum
     assert signal.getsignal(signum) == before  # the previous handler is back
+
+
+class _AllocSlurm:
+    """Slurm for --allocate: the job "runs" vet inside by leaving ``vet_json`` in --out."""
+
+    vet_json = ""
+
+    def __init__(self, env: object = None) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
+
+    def submit(self, script: Path) -> str:
+        (script.parent / "vet.json").write_text(self.vet_json)
+        return "77"
+
+    def job(self, job_id: str) -> JobState:
+        return JobState(job_id, "COMPLETED", "None", "tnode[1-2]", "0:0")
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        raise AssertionError("a finished job is not cancelled")
+
+
+@pytest.mark.parametrize(
+    ("vet_json", "says"),
+    [
+        ('{"schema": "torchenv.vet/0", "nodes": []}', "is a torchenv.vet/0 report; this torchenv reads torchenv.vet/1"),
+        (
+            '{"name": "web", "version": "1.0.0"}',
+            'is JSON but not a torchenv report (it has no "schema": "torchenv.vet/1")',
+        ),
+        ('{"schema": "torchenv.vet/1", "nodes": [], "vet', "is cut short: its JSON ends early"),
+    ],
+)
+def test_allocate_refuses_a_vet_json_it_cannot_read_with_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], vet_json: str, says: str
+) -> None:
+    from torchenv.engines import slurm
+
+    monkeypatch.setattr(_AllocSlurm, "vet_json", vet_json)
+    monkeypatch.setattr(slurm, "Slurm", _AllocSlurm)
+    out = tmp_path / "out"
+    code = cli_main.main(["vet", "--allocate", "--nodes", "2", "--out", str(out), "--poll", "0.05"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"torchenv vet --allocate (job 77): {out / 'vet.json'}: {says}" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_allocate_renders_the_vet_json_its_job_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchenv.engines import slurm
+
+    probes: dict[str, NodeProbe | str] = {f"tnode{i}": _probe(f"tnode{i}") for i in (1, 2)}
+    result = cli_vet.vet_nodes(FakeRunner(tmp_path, probes, set()), list(probes))
+    monkeypatch.setattr(_AllocSlurm, "vet_json", json.dumps(result))
+    monkeypatch.setattr(slurm, "Slurm", _AllocSlurm)
+    report = tmp_path / "copy.json"
+    code = cli_main.main(["vet", "--allocate", "--nodes", "2", "--out", str(tmp_path / "out"), "--json", str(report)])
+    assert code == 0, capsys.readouterr().err
+    assert "vetted   (2): tnode[1-2]" in capsys.readouterr().out
+    assert json.loads(report.read_text()) == result

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from typing import Any
 
 from torchenv import compare, safeio
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "compare",
         help="put check reports side by side (variants, nodes, two builds of one spec)",

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from torchenv import safeio
 from torchenv.cli import options
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sbom", help="write a CycloneDX SBOM of this environment (or of a saved report)")
     p.add_argument("--output", "-o", metavar="PATH", help="write it here (default: print it)")
     p.add_argument("--from-report", metavar="REPORT", help="from a `torchenv check --json` report instead")

@@ -31,12 +31,17 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torchenv import __version__
 from torchenv.cli import options
 from torchenv.errors import TorchenvError
+from torchenv.report import load as report_load
+from torchenv.report.types import AllreduceRank, NodeProbe, VetNode, VetReport
 from torchenv.submit import allreduce, vet
+
+if TYPE_CHECKING:  # the job steps are started through the gateway's Step, imported when run
+    from torchenv.engines.slurm import Step
 
 DEFAULT_PROBE_TIMEOUT = 60.0
 DEFAULT_LINK_TIMEOUT = 120.0
@@ -164,7 +169,7 @@ class Runner:
         self.counter = 0
         self._step_cls = Step
 
-    def start(self, argv: Sequence[str], log: Path) -> Any:
+    def start(self, argv: Sequence[str], log: Path) -> Step:
         step = self._step_cls(argv, env=self.env, log=log)
         self.steps.append(step)
         return step
@@ -184,7 +189,7 @@ class Runner:
             f"--output={output}",
         ]
 
-    def probe(self, nodes: Sequence[str]) -> dict[str, vet.NodeProbe | str]:
+    def probe(self, nodes: Sequence[str]) -> dict[str, NodeProbe | str]:
         """Each node's probe report, or why there is none."""
         folder = self.opts.out / "probes"
         folder.mkdir(exist_ok=True)
@@ -197,14 +202,15 @@ class Runner:
         status = step.wait(self.opts.probe_timeout)
         if status is None:
             step.stop()
-        out: dict[str, vet.NodeProbe | str] = {}
+        out: dict[str, NodeProbe | str] = {}
         for node in nodes:
             path = folder / f"probe-{node}.json"
-            try:
-                out[node] = json.loads(path.read_text(encoding="utf-8"))
+            if path.is_file():
+                try:
+                    out[node] = report_load.load_probe(path, what="the probe")
+                except TorchenvError as exc:  # cut short, another version's, or not a probe
+                    out[node] = exc.message.rstrip(".")
                 continue
-            except (OSError, ValueError):
-                pass
             if status is None:
                 out[node] = f"did not answer within {self.opts.probe_timeout:g} s"
             else:
@@ -253,10 +259,10 @@ class Runner:
                     vet.LinkResult(group, None, f"did not finish within {self.opts.link_timeout:g} s", seconds)
                 )
                 continue
-            ranks = []
+            ranks: list[AllreduceRank] = []
             for path in sorted(folder.glob("allreduce-rank*.json")):
-                with suppress(OSError, ValueError):
-                    ranks.append(json.loads(path.read_text(encoding="utf-8")))
+                with suppress(TorchenvError):  # an unreadable rank is a missing rank: summarise names it
+                    ranks.append(report_load.load_rank(path))
             summary = allreduce.summarise(ranks, len(group) * ppn)
             if not summary["ok"] or not summary["sizes"]:
                 tails = [t for t in (_tail(p) for p in sorted(folder.glob("rank-*.out"))) if t]
@@ -276,7 +282,7 @@ def _tail(path: Path, lines: int = 2) -> str:
     return vet.clean(" | ".join(kept[-lines:]))[:300]
 
 
-def _gpus_text(probe: vet.NodeProbe) -> str:
+def _gpus_text(probe: NodeProbe) -> str:
     gpus = probe.get("gpus") or []
     if not gpus:
         return "-"
@@ -284,7 +290,7 @@ def _gpus_text(probe: vet.NodeProbe) -> str:
     return f"{len(gpus)}x {name}" + (" (injected)" if probe.get("gpus_injected") else "")
 
 
-def vet_nodes(runner: Runner, nodes: Sequence[str]) -> dict[str, Any]:
+def vet_nodes(runner: Runner, nodes: Sequence[str]) -> VetReport:
     opts = runner.opts
     t0 = time.monotonic()
     probes = runner.probe(nodes)
@@ -324,7 +330,7 @@ def vet_nodes(runner: Runner, nodes: Sequence[str]) -> dict[str, Any]:
             failures[node].append(failure)
     vetted = [n for n in nodes if not failures[n]]
     excluded = [n for n in nodes if failures[n]]
-    rows = []
+    rows: list[VetNode] = []
     for node in nodes:
         probe = answered.get(node, {})
         rows.append(
@@ -364,12 +370,12 @@ def vet_nodes(runner: Runner, nodes: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def render(result: Mapping[str, Any]) -> str:
+def render(result: VetReport) -> str:
     lines = [f"torchenv vet: job {result['job_id']}, {len(result['nodes'])} node(s); files in {result['out']}", ""]
     lines.append(vet.render_table(result).rstrip("\n"))
     links = result.get("links")
-    if links and links.get("total"):
-        total = links["total"]
+    total = links["total"] if links else None
+    if links and total:
         bw = f"{total['busbw_gbps']:.3g} GB/s" if total["busbw_gbps"] is not None else f"failed: {total['error']}"
         lines += [
             "",
@@ -394,7 +400,7 @@ def render(result: Mapping[str, Any]) -> str:
     return vet.clean("\n".join(lines)) + "\n"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "vet",
         help="inside an allocation: probe every node and the links between them, name the nodes to exclude",
@@ -506,9 +512,10 @@ def run_allocate(opts: Options, args: argparse.Namespace, env: Mapping[str, str]
         slurm.cancel([job_id])
         print(f"torchenv vet: stopped by signal {stop.signum}; job {job_id} cancelled", file=sys.stderr)
         return 128 + stop.signum
-    try:
-        result = json.loads((opts.out / "vet.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if (opts.out / "vet.json").is_file():
+        # The job's own vet wrote it; one from another torchenv version or cut short is refused (exit 2).
+        result = report_load.load_vet(opts.out / "vet.json", what=f"torchenv vet --allocate (job {job_id})")
+    else:
         state = followed[job_id].state if job_id in followed else None
         print(
             f"torchenv vet: job {job_id} ended {state.state if state else 'UNKNOWN'} without a result; "

@@ -7,20 +7,28 @@ import shutil
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 from torchenv import __version__, safeio
 from torchenv.diagnose import causes, doctor
+from torchenv.report import load as report_load
 from torchenv.report import table
+from torchenv.report.types import CHECK_SCHEMA, CheckEntry, CheckReport
 from torchenv.spec.model import StackSpec, VariantSpec
 
 if TYPE_CHECKING:  # the report only reads the run's results; it never starts one
-    from torchenv.check.runner import SuiteRun
+    from torchenv.check.runner import CheckResult, SuiteRun
 
-SCHEMA = "torchenv.report/1"
+SCHEMA = CHECK_SCHEMA
 
 
-def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]) -> dict[str, Any]:
+def _entry(result: CheckResult) -> CheckEntry:
+    # CheckResult.to_dict is its fields but nodeid: check, group, outcome, seconds, message, diagnosis.
+    return cast(CheckEntry, result.to_dict())
+
+
+def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]) -> CheckReport:
     counts = Counter(r.outcome for r in run.results)
     if counts["failed"]:
         outcome, why = "failed", f"{counts['failed']} check(s) failed"
@@ -31,6 +39,7 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
     facts = dict(run.facts)
     packages = facts.pop("packages", [])
     fingerprint = facts.pop("packages_fingerprint", None)
+    checks = [_entry(r) for r in run.results]
     return {
         "schema": SCHEMA,
         "torchenv_version": __version__,
@@ -57,8 +66,8 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
             "group_seconds": run.group_seconds,
             "launches": run.launches,
         },
-        "checks": [r.to_dict() for r in run.results],
-        "causes": [dict(c) for c in doctor.causes_for_check([r.to_dict() for r in run.results], facts, variant)],
+        "checks": checks,
+        "causes": [c.copy() for c in doctor.causes_for_check(checks, facts, variant)],
         "facts": facts,
         "packages": packages,
         "packages_fingerprint": fingerprint,
@@ -66,16 +75,22 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
     }
 
 
-def exit_code(report: dict[str, Any]) -> int:
+def exit_code(report: CheckReport) -> int:
     return 0 if report["summary"]["outcome"] == "passed" else 1
 
 
-def _header(report: dict[str, Any]) -> list[str]:
+def _checked(report: Mapping[str, object]) -> CheckReport:
+    """``report`` checked to be a check (or bench) report: the builds render the in-container
+    check's report as they read it, so a malformed one is a clear error here, not a KeyError."""
+    return cast(CheckReport, report_load.validate(report, ("check", "bench"), path="the check report"))
+
+
+def _header(report: CheckReport) -> list[str]:
     spec = report["spec"]
-    facts = report.get("facts", {})
-    torch_f = facts.get("torch", {}) if isinstance(facts.get("torch"), dict) else {}
-    vision = facts.get("torchvision", {}) if isinstance(facts.get("torchvision"), dict) else {}
-    runtime = torch_f.get("cuda_runtime", {}) if isinstance(torch_f.get("cuda_runtime"), dict) else {}
+    facts = report["facts"]
+    torch_f = report_load.as_object(facts.get("torch"))
+    vision = report_load.as_object(facts.get("torchvision"))
+    runtime = report_load.as_object(torch_f.get("cuda_runtime"))
     lines = [
         f"torchenv check: variant '{spec['variant']}' of {spec['path']} ({spec['origin']}), spec hash {spec['hash']}"
     ]
@@ -84,11 +99,12 @@ def _header(report: dict[str, Any]) -> list[str]:
         vis = vision.get("version") or ("broken" if vision.get("error") else "not installed")
         lines.append(
             f"torch {torch_f['version']} (CUDA {cuda}) | torchvision {vis} | "
-            f"Python {facts.get('python', {}).get('version', '?')}"
+            f"Python {report_load.as_object(facts.get('python')).get('version', '?')}"
         )
-        devices = runtime.get("devices") or []
+        found = runtime.get("devices")
+        devices = [report_load.as_object(d) for d in found] if isinstance(found, list) else []
         if devices:
-            names = ", ".join(f"{d['name']} ({d['arch']})" for d in devices)
+            names = ", ".join(f"{d.get('name')} ({d.get('arch')})" for d in devices)
             lines.append(f"GPUs: {names}; driver {runtime.get('driver') or 'unknown'}")
         else:
             lines.append(f"GPUs: none ({runtime.get('reason', 'not available')})")
@@ -99,7 +115,9 @@ def _header(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary(report: dict[str, Any], width: int | None = None) -> str:
+def summary(report: Mapping[str, object], width: int | None = None) -> str:
+    """The summary table of a check report: the one :func:`build` made, or one read back."""
+    report = _checked(report)
     width = width or max(80, min(shutil.get_terminal_size((120, 20)).columns, 160))
     checks = report["checks"]
     name_w = min(max([len(c["check"]) for c in checks] + [5]), 44)
@@ -145,12 +163,12 @@ def summary(report: dict[str, Any], width: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: dict[str, Any], path: str) -> None:
+def write_json(report: Mapping[str, object], path: str) -> None:
     """Atomically, never through a symlink or over a device (see :mod:`torchenv.safeio`)."""
     safeio.write_json(path, report, what="torchenv: the JSON report")
 
 
-def write_junit(report: dict[str, Any], path: str) -> None:
+def write_junit(report: CheckReport, path: str) -> None:
     s = report["summary"]
     suite = ET.Element(
         "testsuite",
@@ -192,6 +210,6 @@ def write_junit(report: dict[str, Any], path: str) -> None:
     safeio.write_bytes(path, data, what="torchenv: the JUnit report")
 
 
-def print_summary(report: dict[str, Any]) -> None:
+def print_summary(report: CheckReport) -> None:
     sys.stdout.write(summary(report) + "\n")
     sys.stdout.flush()

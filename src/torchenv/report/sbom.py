@@ -21,11 +21,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from torchenv import __version__, safeio
 from torchenv.errors import TorchenvError
+from torchenv.report import load as report_load
+from torchenv.report.load import as_object
+from torchenv.report.types import CheckReport, Component, Dependency, JSONObject, Package, SbomDocument
 
 SPEC_VERSION = "1.6"
 SCHEMA_URL = f"http://cyclonedx.org/schema/bom-{SPEC_VERSION}.schema.json"
@@ -50,7 +52,7 @@ def purl(name: str, version: str) -> str:
     return f"pkg:pypi/{quote(name.lower().replace('_', '-'), safe='.-')}@{quote(version, safe='.-_~')}"
 
 
-def licenses(expression: str | None, license_field: str | None, classifiers: Iterable[str]) -> list[dict[str, Any]]:
+def licenses(expression: str | None, license_field: str | None, classifiers: Iterable[str]) -> list[JSONObject]:
     """CycloneDX ``licenses`` from core metadata: ``License-Expression`` (an SPDX expression) when
     present, else a short ``License`` field as a name, else the ``License ::`` classifiers' names."""
     if expression and expression.strip():
@@ -66,24 +68,26 @@ def licenses(expression: str | None, license_field: str | None, classifiers: Ite
     return [{"license": {"name": n}} for n in names]
 
 
-def component(package: Mapping[str, Any]) -> dict[str, Any]:
+def component(package: Package) -> Component:
     name, version = str(package["name"]), str(package["version"])
     ref = purl(name, version)
-    out: dict[str, Any] = {"type": "library", "bom-ref": ref, "name": name, "version": version, "purl": ref}
+    out: Component = {"type": "library", "bom-ref": ref, "name": name, "version": version, "purl": ref}
     if package.get("licenses"):
         out["licenses"] = list(package["licenses"])
     return out
 
 
-def document(packages: Sequence[Mapping[str, Any]], subject: Subject, *, timestamp: str, serial: str) -> dict[str, Any]:
+def document(packages: Sequence[Package], subject: Subject, *, timestamp: str, serial: str) -> SbomDocument:
     """The CycloneDX document: one ``library`` component per distribution (sorted by name; a name
     seen twice keeps its first entry, as Python's import system does), under ``subject``."""
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, Component] = {}
     for p in packages:
         key = re.sub(r"[-_.]+", "-", str(p["name"])).lower()
         seen.setdefault(key, component(p))
     components = [seen[k] for k in sorted(seen)]
-    subject_component: dict[str, Any] = {
+    dependencies: list[Dependency] = [{"ref": SUBJECT_REF, "dependsOn": [c["bom-ref"] for c in components]}]
+    dependencies += [{"ref": c["bom-ref"]} for c in components]
+    subject_component: Component = {
         "type": subject.kind,
         "bom-ref": SUBJECT_REF,
         "name": subject.name,
@@ -112,18 +116,17 @@ def document(packages: Sequence[Mapping[str, Any]], subject: Subject, *, timesta
             "component": subject_component,
         },
         "components": components,
-        "dependencies": [{"ref": SUBJECT_REF, "dependsOn": [c["bom-ref"] for c in components]}]
-        + [{"ref": c["bom-ref"]} for c in components],
+        "dependencies": dependencies,
     }
 
 
-def subject_from_report(report: Mapping[str, Any], kind: str = "application") -> Subject:
+def subject_from_report(report: CheckReport, kind: str = "application") -> Subject:
     """The environment a ``torchenv check`` report describes: stack and variant, spec hash, and the
     facts staff search by (Python, torch and its CUDA, the package fingerprint, the check's outcome)."""
-    spec = report.get("spec", {})
-    facts = report.get("facts", {})
-    torch_f = facts.get("torch") if isinstance(facts.get("torch"), dict) else {}
-    python_f = facts.get("python") if isinstance(facts.get("python"), dict) else {}
+    spec = report["spec"]
+    facts = report["facts"]
+    torch_f = as_object(facts.get("torch"))
+    python_f = as_object(facts.get("python"))
     props = [
         ("torchenv:stack", str(spec.get("stack") or "")),
         ("torchenv:variant", str(spec.get("variant") or "")),
@@ -132,16 +135,16 @@ def subject_from_report(report: Mapping[str, Any], kind: str = "application") ->
         ("torchenv:torch", str(torch_f.get("version") or "")),
         ("torchenv:torch-cuda", str(torch_f.get("cuda") or "none")),
         ("torchenv:packages-fingerprint", str(report.get("packages_fingerprint") or "")),
-        ("torchenv:check-outcome", str(report.get("summary", {}).get("outcome") or "")),
+        ("torchenv:check-outcome", str(report["summary"].get("outcome") or "")),
         ("torchenv:report-created", str(report.get("created") or "")),
     ]
     name = f"{spec.get('stack') or 'torchenv'}-{spec.get('variant') or 'environment'}"
     return Subject(name, str(spec.get("hash") or "unknown"), kind, tuple((k, v) for k, v in props if v))
 
 
-def license_index() -> dict[str, list[dict[str, Any]]]:
+def license_index() -> dict[str, list[JSONObject]]:
     """Declared licences of every distribution this interpreter sees, by normalised name."""
-    index: dict[str, list[dict[str, Any]]] = {}
+    index: dict[str, list[JSONObject]] = {}
     for dist in importlib.metadata.distributions():
         meta = dist.metadata
         name = meta["Name"]
@@ -154,15 +157,26 @@ def license_index() -> dict[str, list[dict[str, Any]]]:
     return index
 
 
-def with_licenses(
-    packages: Sequence[Mapping[str, Any]], index: Mapping[str, list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    out = []
+def with_licenses(packages: Sequence[Package], index: Mapping[str, list[JSONObject]]) -> list[Package]:
+    out: list[Package] = []
     for p in packages:
-        entry = dict(p)
+        entry = p.copy()
         found = index.get(re.sub(r"[-_.]+", "-", str(p["name"])).lower())
         if found:
             entry["licenses"] = found
+        out.append(entry)
+    return out
+
+
+def installed() -> list[Package]:
+    """This interpreter's distributions (torchenv.probe.facts.packages) as report Packages."""
+    from torchenv.probe import facts
+
+    out: list[Package] = []
+    for p in facts.packages():
+        entry: Package = {"name": p["name"], "version": p["version"]}
+        if "location" in p:
+            entry["location"] = p["location"]
         out.append(entry)
     return out
 
@@ -175,17 +189,13 @@ def new_serial() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def for_report(
-    report: Mapping[str, Any], *, kind: str = "application", same_environment: bool = True
-) -> dict[str, Any]:
+def for_report(report: CheckReport, *, kind: str = "application", same_environment: bool = True) -> SbomDocument:
     """The SBOM of the environment a report was made in. ``same_environment`` (``torchenv check``,
     which runs in the environment it checks): licences come from its metadata, and a report whose
     suite could not even gather facts falls back to this interpreter's package list."""
-    packages: list[dict[str, Any]] = list(report.get("packages") or [])
+    packages: list[Package] = list(report["packages"])
     if not packages and same_environment:
-        from torchenv.probe import facts
-
-        packages = facts.packages()
+        packages = installed()
     if not packages:
         raise TorchenvError(
             "the report holds no package list, so there is nothing to put in an SBOM.",
@@ -196,12 +206,12 @@ def for_report(
     return document(packages, subject_from_report(report, kind), timestamp=now(), serial=new_serial())
 
 
-def write(doc: Mapping[str, Any], path: str | Path) -> Path:
+def write(doc: Mapping[str, object], path: str | Path) -> Path:
     """Atomically, never through a symlink or over a device (:mod:`torchenv.safeio`)."""
     return safeio.write_json(path, doc, what="the SBOM")
 
 
-def component_versions(doc: Mapping[str, Any]) -> dict[str, str]:
+def component_versions(doc: SbomDocument) -> dict[str, str]:
     """``{normalised name: version}`` of an SBOM's components: what "which package, which version"
     questions are answered from."""
     return {re.sub(r"[-_.]+", "-", c["name"]).lower(): c["version"] for c in doc.get("components", [])}
@@ -231,12 +241,14 @@ class SbomOptions:
 def make(args: SbomOptions) -> int:
     extra = tuple(_parse_property(p) for p in args.properties)
     if args.from_report:
-        try:
-            report = json.loads(Path(args.from_report).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        fix = "pass a report written by `torchenv check --json`"
+        try:  # a bench report lists the same packages: either makes an SBOM
+            report = report_load.load_check(args.from_report, what="torchenv sbom --from-report", bench=True, fix=fix)
+        except report_load.ReportError as exc:
+            if not exc.unreadable:
+                raise
             raise TorchenvError(
-                f"torchenv sbom --from-report {args.from_report}: cannot read it as JSON ({exc}).",
-                fix="pass a report written by `torchenv check --json`",
+                f"torchenv sbom --from-report {args.from_report}: cannot read it as JSON ({exc.problem}).", fix=fix
             ) from None
         doc = for_report(report, kind=args.kind, same_environment=False)
         doc["metadata"]["component"].setdefault("properties", []).extend({"name": k, "value": v} for k, v in extra)
@@ -246,12 +258,15 @@ def make(args: SbomOptions) -> int:
 
         stack = spec_mod.load(args.spec)
         variant = stack.variant(args.variant)
-        pkgs = facts.packages()
+        pkgs = installed()
         props = (
             ("torchenv:stack", stack.name),
             ("torchenv:variant", variant.name),
             ("torchenv:spec-hash", variant.spec_hash),
-            ("torchenv:packages-fingerprint", facts.fingerprint(pkgs)),
+            (
+                "torchenv:packages-fingerprint",
+                facts.fingerprint([{"name": p["name"], "version": p["version"]} for p in pkgs]),
+            ),
             *extra,
         )
         subject = Subject(f"{stack.name}-{variant.name}", variant.spec_hash, args.kind, props)

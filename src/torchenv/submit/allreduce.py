@@ -24,11 +24,11 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
+from torchenv.report.types import Allreduce, AllreduceRank, AllreduceSize
 from torchenv.smoke._dist import contribution, expected
 
 #: Message sizes in bytes (float32 elements = bytes / 4): latency-bound to bandwidth-bound.
@@ -52,7 +52,7 @@ def iterations(nbytes: int) -> int:
     return max(3, min(50, _TIME_BUDGET_BYTES // max(nbytes, 1)))
 
 
-def summarise(ranks: Sequence[Mapping[str, Any]], expected_world: int | None = None) -> dict[str, Any]:
+def summarise(ranks: Sequence[AllreduceRank], expected_world: int | None = None) -> Allreduce:
     """Fold the ranks' reports into one result: correctness, who took part, bandwidth per size.
 
     A size's time is the slowest rank's (the collective is done when the last rank is), so the
@@ -73,7 +73,7 @@ def summarise(ranks: Sequence[Mapping[str, Any]], expected_world: int | None = N
     for r in ranks:
         for case in r.get("timings") or []:
             by_size.setdefault(int(case["bytes"]), []).append(float(case["seconds"]))
-    sizes = []
+    sizes: list[AllreduceSize] = []
     for nbytes in sorted(by_size):
         slowest = max(by_size[nbytes])
         algbw, busbw = bandwidth(nbytes, slowest, world)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     master = os.environ.get("MASTER_ADDR", "")
-    report: dict[str, Any] = {
+    report: AllreduceRank = {
         "rank": rank,
         "world_size": world,
         "local_rank": local_rank,

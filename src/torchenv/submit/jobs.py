@@ -30,16 +30,32 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TypedDict
 
 from torchenv import __version__
 from torchenv.diagnose import breakages
 from torchenv.engines.slurm import JobState
 from torchenv.errors import TorchenvError, sigterm_as_interrupt
+from torchenv.report import load as report_load
 from torchenv.report import table
+from torchenv.report.types import (
+    JSON,
+    SUBMIT_SCHEMA,
+    Allreduce,
+    AllreduceRank,
+    CheckReport,
+    CheckSummary,
+    Failure,
+    NodeBench,
+    NodeResult,
+    SubmitReport,
+    SubmitSummary,
+    SubmitTarget,
+    Transport,
+)
 from torchenv.submit import allreduce
 
-SCHEMA = "torchenv.submit/1"
+SCHEMA = SUBMIT_SCHEMA
 DEFAULT_TIMEOUT = 1800.0
 DEFAULT_CPUS = 4
 DEFAULT_POLL = 1.0
@@ -581,7 +597,7 @@ _NCCL_NET_USING = re.compile(r"NCCL INFO NET/(IB|Socket)\s*:\s*Using (.+?)\s*$",
 _NCCL_VIA = re.compile(r"via NET/([A-Za-z]+)")
 
 
-def parse_nccl_transport(text: str) -> dict[str, Any] | None:
+def parse_nccl_transport(text: str) -> Transport | None:
     """The network NCCL chose, from its own NCCL_DEBUG=INFO log ("Using network IB" / "Socket" / a plugin).
 
     None when the text holds no NCCL network line (gloo, or NCCL_DEBUG not set).
@@ -600,18 +616,23 @@ def parse_nccl_transport(text: str) -> dict[str, Any] | None:
     return {"network": ", ".join(chosen), "kind": kind, "devices": devices, "channels_via": via}
 
 
-def _section(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _section(data: Mapping[str, JSON], key: str) -> Mapping[str, JSON]:
     """``data[key]`` when it is a table (a fact that could not be read is ``{"error": ...}`` or absent)."""
-    value = data.get(key)
-    return value if isinstance(value, dict) else {}
+    return report_load.as_object(data.get(key))
 
 
-def _gpu_facts(report: Mapping[str, Any]) -> tuple[str, str]:
-    runtime = _section(_section(_section(report, "facts"), "torch"), "cuda_runtime")
-    devices = runtime.get("devices") or []
+def _text(value: JSON) -> str | None:
+    """A fact that should be text, as text (a number is spelled out), or None when absent."""
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def _gpu_facts(report: CheckReport) -> tuple[str, str]:
+    runtime = _section(_section(report["facts"], "torch"), "cuda_runtime")
+    devices = runtime.get("devices")
     names: dict[str, int] = {}
-    for d in devices:
-        names[str(d.get("name"))] = names.get(str(d.get("name")), 0) + 1
+    for d in devices if isinstance(devices, list) else []:
+        name = str(report_load.as_object(d).get("name"))
+        names[name] = names.get(name, 0) + 1
     gpu = ", ".join(f"{n}x {name}" if n > 1 else name for name, n in names.items()) or "none"
     return gpu, str(runtime.get("driver") or "-")
 
@@ -631,7 +652,7 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(chosen)
 
 
-def node_result(directory: Path, node: str, *, bench: bool = False) -> dict[str, Any]:
+def node_result(directory: Path, node: str, *, bench: bool = False) -> NodeResult:
     """One node's outcome: its check (and, with ``--bench``, its bench) report, or what its task printed."""
     result = _check_result(directory, node)
     if bench:
@@ -639,11 +660,20 @@ def node_result(directory: Path, node: str, *, bench: bool = False) -> dict[str,
         result["bench"] = b
         if b["outcome"] != "passed":
             result["outcome"] = "failed"
-            result["problem"] = "; ".join(p for p in (result.get("problem"), f"bench: {b['problem']}") if p)
+            result["problem"] = "; ".join(p for p in (result["problem"], f"bench: {b['problem']}") if p)
     return result
 
 
-def _summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+class _Counts(TypedDict):
+    outcome: str
+    problem: str
+    passed: int
+    failed: int
+    skipped: int
+    seconds: float | None
+
+
+def _summary_fields(summary: CheckSummary) -> _Counts:
     """The outcome and counts a node's check or bench report summary gives its row."""
     return {
         "outcome": summary.get("outcome", "failed"),
@@ -655,34 +685,51 @@ def _summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_result(directory: Path, node: str) -> dict[str, Any]:
-    report_path = directory / f"bench-{node}.json"
-    base: dict[str, Any] = {"report": str(report_path), "output": str(directory / f"bench-{node}.out")}
+def _read_report(path: Path, *, bench: bool) -> CheckReport | str:
+    """A node's check (or bench) report, validated (torchenv.report.load), or why it cannot be used:
+    cut short by a killed task, written by another torchenv version, or not a report at all."""
     try:
-        report = json.loads(report_path.read_text())
-    except (OSError, ValueError):
+        if bench:
+            return report_load.load_bench(path, what="unreadable bench report")
+        return report_load.load_check(path, what="unreadable report")
+    except TorchenvError as exc:
+        return exc.message.rstrip(".")
+
+
+def bench_result(directory: Path, node: str) -> NodeBench:
+    report_path = directory / f"bench-{node}.json"
+    report_out, output = str(report_path), str(directory / f"bench-{node}.out")
+    if not report_path.is_file():
         tail = _tail(directory / f"bench-{node}.out")
-        return {
-            **base,
-            "outcome": "failed",
-            "problem": "no bench report" + (f" (its output ends: {tail[:300]})" if tail else ""),
-        }
-    summary = _section(report, "summary")
+        problem = "no bench report" + (f" (its output ends: {tail[:300]})" if tail else "")
+        return {"report": report_out, "output": output, "outcome": "failed", "problem": problem}
+    report = _read_report(report_path, bench=True)
+    if isinstance(report, str):
+        return {"report": report_out, "output": output, "outcome": "failed", "problem": report}
+    counts = _summary_fields(report["summary"])
     return {
-        **base,
-        **_summary_fields(summary),
+        "report": report_out,
+        "output": output,
+        "outcome": counts["outcome"],
+        "problem": counts["problem"],
+        "passed": counts["passed"],
+        "failed": counts["failed"],
+        "skipped": counts["skipped"],
+        "seconds": counts["seconds"],
     }
 
 
-def _check_result(directory: Path, node: str) -> dict[str, Any]:
+def _check_result(directory: Path, node: str) -> NodeResult:
     report_path = directory / f"check-{node}.json"
     out_path = directory / f"check-{node}.out"
-    base: dict[str, Any] = {"node": node, "report": str(report_path), "output": str(out_path)}
+    report_out, output = str(report_path), str(out_path)
     if not report_path.is_file():
         tail = _tail(out_path)
         diag = breakages.match(tail) if tail else None
         return {
-            **base,
+            "node": node,
+            "report": report_out,
+            "output": output,
             "outcome": "failed",
             "problem": "no report: the check did not run to the end on this node"
             + (f" (its output ends: {tail[:300]})" if tail else " (no output)"),
@@ -691,44 +738,63 @@ def _check_result(directory: Path, node: str) -> dict[str, Any]:
             "driver": "?",
             "failures": [],
         }
-    try:
-        report = json.loads(report_path.read_text())
-    except (OSError, ValueError) as exc:
-        return {**base, "outcome": "failed", "problem": f"unreadable report: {exc}", "gpu": "?", "driver": "?"}
-    summary = report.get("summary") or {}
-    gpu, driver = _gpu_facts(report)
-    failures = [
-        {
-            "check": c.get("check"),
-            "message": c.get("message", ""),
-            "cause": (c.get("diagnosis") or {}).get("cause"),
-            "fix": (c.get("diagnosis") or {}).get("fix"),
+    report = _read_report(report_path, bench=False)
+    if isinstance(report, str):
+        return {
+            "node": node,
+            "report": report_out,
+            "output": output,
+            "outcome": "failed",
+            "problem": report,
+            "gpu": "?",
+            "driver": "?",
         }
-        for c in report.get("checks") or []
-        if c.get("outcome") == "failed"
+    gpu, driver = _gpu_facts(report)
+    failures: list[Failure] = [
+        {
+            "check": c["check"],
+            "message": c.get("message", ""),
+            "cause": (known := c.get("diagnosis") or {}).get("cause"),
+            "fix": known.get("fix"),
+        }
+        for c in report["checks"]
+        if c["outcome"] == "failed"
     ]
-    facts = _section(report, "facts")
+    facts = report["facts"]
+    cpu = _section(facts, "cpu")
+    counts = _summary_fields(report["summary"])
     return {
-        **base,
-        **_summary_fields(summary),
-        "hostname": _section(facts, "platform").get("hostname"),
-        "cpus": {k: _section(facts, "cpu").get(k) for k in ("usable", "slurm_cpus_per_task", "affinity")},
-        "omp_num_threads": _section(facts, "env").get("OMP_NUM_THREADS"),
-        "torch": _section(facts, "torch").get("version"),
-        "spec_hash": _section(report, "spec").get("hash"),
+        "node": node,
+        "report": report_out,
+        "output": output,
+        "outcome": counts["outcome"],
+        "problem": counts["problem"],
+        "passed": counts["passed"],
+        "failed": counts["failed"],
+        "skipped": counts["skipped"],
+        "seconds": counts["seconds"],
+        "hostname": _text(_section(facts, "platform").get("hostname")),
+        "cpus": {
+            "usable": cpu.get("usable"),
+            "slurm_cpus_per_task": cpu.get("slurm_cpus_per_task"),
+            "affinity": cpu.get("affinity"),
+        },
+        "omp_num_threads": _text(_section(facts, "env").get("OMP_NUM_THREADS")),
+        "torch": _text(_section(facts, "torch").get("version")),
+        "spec_hash": report["spec"].get("hash"),
         "gpu": gpu,
         "driver": driver,
         "failures": failures,
     }
 
 
-def allreduce_result(directory: Path, nodes: int, backend: str) -> dict[str, Any]:
-    ranks = []
+def allreduce_result(directory: Path, nodes: int, backend: str) -> Allreduce:
+    ranks: list[AllreduceRank] = []
     for path in sorted(directory.glob("allreduce-rank*.json")):
         try:
-            ranks.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+            ranks.append(report_load.load_rank(path))
+        except TorchenvError:
+            continue  # a rank whose report is unreadable did not report: summarise names it missing
     expected = None if backend == "nccl" else nodes
     result = allreduce.summarise(ranks, expected)
     result["backend"] = result["backend"] or backend
@@ -768,11 +834,11 @@ def allreduce_result(directory: Path, nodes: int, backend: str) -> dict[str, Any
     return result
 
 
-def collect(req: Request, followed: Followed, nodes: Sequence[str]) -> dict[str, Any]:
+def collect(req: Request, followed: Followed, nodes: Sequence[str]) -> SubmitTarget:
     """One target's result: the job's fate, every node's check, the all-reduce."""
     directory = req.target_dir(followed.label)
     state = followed.state
-    target: dict[str, Any] = {
+    target: SubmitTarget = {
         "partition": followed.label,
         "job_id": followed.job_id,
         "directory": str(directory),
@@ -822,7 +888,7 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
 
-def render_summary(result: Mapping[str, Any]) -> str:
+def render_summary(result: SubmitReport) -> str:
     lines = [
         f"torchenv submit: variant '{result['variant']}' in the {result['launch']}; reports in {result['workdir']}",
         "",
@@ -891,22 +957,22 @@ def render_summary(result: Mapping[str, Any]) -> str:
             if f.get("fix"):
                 lines.append(f"    fix:   {f['fix']}")
             lines.append(f"    report: {n['report']}")
-    s = result["summary"]
+    overall = result["summary"]
     lines.append("")
-    if s["outcome"] == "passed":
-        lines.append(f"PASSED: {s['nodes_passed']} node check(s) on {len(result['targets'])} target(s)")
+    if overall["outcome"] == "passed":
+        lines.append(f"PASSED: {overall['nodes_passed']} node check(s) on {len(result['targets'])} target(s)")
     else:
-        lines.append(f"FAILED: {s['reason']}")
+        lines.append(f"FAILED: {overall['reason']}")
         for t in result["targets"]:
             for problem in t["problems"]:
                 lines.append(f"  {t['partition']} (job {t['job_id']}): {problem}")
     return "\n".join(lines) + "\n"
 
 
-def summarise(targets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarise(targets: Sequence[SubmitTarget]) -> SubmitSummary:
     nodes = [n for t in targets for n in t["nodes"]]
     passed = sum(1 for n in nodes if n["outcome"] == "passed")
-    failed_targets = [t for t in targets if t["outcome"] != "passed"]
+    failed_targets = [t for t in targets if t.get("outcome") != "passed"]
     if not failed_targets:
         return {"outcome": "passed", "reason": "", "nodes_passed": passed, "nodes_failed": 0}
     failed_nodes = len(nodes) - passed
@@ -1108,7 +1174,7 @@ def submit(args: SubmitOptions) -> int:
         nodes = slurm.hostnames(f.state.node_list) if f.started is not None else []
         results.append(collect(req, f, nodes))
     summary = summarise(results)
-    result: dict[str, Any] = {
+    result: SubmitReport = {
         "schema": SCHEMA,
         "torchenv_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

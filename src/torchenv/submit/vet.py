@@ -25,14 +25,15 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal
 
 import tomllib
 
 from torchenv.bench import peaks
 from torchenv.errors import TorchenvError
+from torchenv.report.types import VET_SCHEMA, LinkRow, NodeProbe, VetFailure, VetLinks, VetReport
 
-SCHEMA = "torchenv.vet/1"
+SCHEMA = VET_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -93,44 +94,6 @@ FIGURE_TEXT = {
     "kernel": "GPU kernel",
     "busbw_gbps": "link",
 }
-
-
-class GpuFigures(TypedDict, total=False):
-    """What the probe measured or read on one GPU (``injected``: given by a test, not measured)."""
-
-    index: int
-    name: str
-    kernel_ok: bool
-    kernel_error: str
-    matmul_tflops: float
-    temperature_c: float
-    memory_used_mib: float
-    memory_total_mib: float
-    retired_pages: int
-    retired_pages_pending: int
-    ecc_uncorrected: int
-    sm_clock_mhz: float
-    sm_clock_max_mhz: float
-    nvml_error: str
-    injected: bool
-
-
-class NodeProbe(TypedDict, total=False):
-    """One node's probe report (``python -m torchenv.submit.vet_probe``)."""
-
-    schema: str
-    node: str
-    hostname: str
-    seconds: float
-    torch: str
-    cpus: int
-    threads: int
-    cpu_gflops: float
-    loadavg: list[float]
-    memory_available_mib: float
-    gpus: list[GpuFigures]
-    gpu_error: str
-    gpus_injected: bool
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +217,7 @@ class Failure:
     value: float | None = None
     floor: float | None = None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> VetFailure:
         return {"figure": self.figure, "value": self.value, "floor": self.floor, "text": self.text}
 
 
@@ -371,7 +334,7 @@ class LinkResult:
     error: str | None = None
     seconds: float | None = None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> LinkRow:
         return {"nodes": list(self.nodes), "busbw_gbps": self.busbw_gbps, "error": self.error, "seconds": self.seconds}
 
 
@@ -504,7 +467,7 @@ class LinkSearch:
         figures = [r.busbw_gbps for r in self._pairs() if node in r.nodes and r.busbw_gbps is not None]
         return max(figures) if figures else None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> VetLinks:
         return {
             "floor_gbps": self.floor,
             "peer_fraction": self.peer_fraction,
@@ -570,9 +533,8 @@ def clean(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-def render_table(result: Mapping[str, object]) -> str:
-    nodes = result.get("nodes")
-    assert isinstance(nodes, list)
+def render_table(result: VetReport) -> str:
+    nodes = result["nodes"]
     rows: list[tuple[str, ...]] = [("NODE", "VERDICT", "CPU", "GPUS", "FIGURE", "VALUE", "FLOOR")]
     notes: list[str] = []
     for n in nodes:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from torchenv.probe import nvidia
-from torchenv.submit.vet import GpuFigures, NodeProbe
+from torchenv.report.types import GpuFigures, NodeProbe
 
 NVML_TEMPERATURE_GPU = 0
 NVML_CLOCK_SM = 1
