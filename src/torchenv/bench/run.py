@@ -66,13 +66,13 @@ def _log(msg: str) -> None:
 
 def device_facts(torch: Any, lib: Any | None = None) -> dict[str, Any]:
     """What the bench needs to know about where it runs: the device, its table entry, the link."""
+    from torchenv.probe import cpus
     from torchenv.probe import facts as facts_mod
 
-    limits = facts_mod.cpu_limits()
-    usable = limits.get("usable") or os.cpu_count() or 1
+    limits = cpus.cpu_limits()
     info: dict[str, Any] = {
-        "usable_cpus": int(usable),
-        "cpus_limited_by": limits.get("limited_by"),
+        "usable_cpus": cpus.usable_cpus(limits),
+        "cpus_limited_by": limits["limited_by"],
         "cpu_model": facts_mod.cpu_facts().get("model"),
         "torch_threads": torch.get_num_threads(),
         "load_average_start": round(os.getloadavg()[0], 2),
@@ -370,7 +370,7 @@ class Sampler:
     def window(self, start: float, end: float) -> dict[str, Any] | None:
         if self.sampler is None:
             return None
-        return nvml.summarize(self.sampler.samples, start, end)
+        return dict(nvml.summarize(self.sampler.samples, start, end))
 
     def close(self) -> dict[str, Any]:
         if self.sampler is None:

@@ -185,7 +185,7 @@ def for_report(
     if not packages and same_environment:
         from torchenv.probe import facts
 
-        packages = facts.packages()
+        packages = [dict(p) for p in facts.packages()]
     if not packages:
         raise TorchenvError(
             "the report holds no package list, so there is nothing to put in an SBOM.",
