@@ -11,8 +11,9 @@ the same TypedDict and against this fixture's keys, so a key renamed in facts.py
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NotRequired, cast
 
 from torchenv.diagnose import doctor
 from torchenv.diagnose.doctor import Finding
@@ -83,7 +84,13 @@ CPU_BOX: DoctorFacts = {
             "float32_matmul_precision": "highest",
             "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": None,
         },
-        "cudnn": {"enabled": True, "available": True, "compiled": "9.24.0", "runtime_tuple": "9.24.0"},
+        "cudnn": {
+            "enabled": True,
+            "available": True,
+            "runtime": 92400,
+            "compiled": "9.24.0",
+            "runtime_tuple": "9.24.0",
+        },
         "nccl": {"available": True, "version": "2.30.7"},
         "gloo": True,
         "cuda_runtime": {
@@ -248,3 +255,29 @@ def validated(facts: Mapping[str, Any]) -> DoctorFacts:
 def judge(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
     """doctor's findings on ``facts``, which must be the shape the real probe writes."""
     return doctor.findings(validated(facts), variant)
+
+
+def key_paths(value: object, tp: object = DoctorFacts, where: str = "facts") -> set[str]:
+    """The dotted paths of every TypedDict key ``value`` holds (``facts.cpu_limits.usable``), down
+    through TypedDict-typed values; not into lists or free-form mappings (env, versions)."""
+    if not isinstance(value, dict) or not isinstance(tp, type) or not hasattr(tp, "__required_keys__"):
+        for arg in typing.get_args(tp):  # Section | None, list[...] | ProbeError: the TypedDict member
+            if isinstance(arg, type) and hasattr(arg, "__required_keys__") and isinstance(value, dict):
+                return key_paths(value, arg, where)
+        return set()
+    hints = typing.get_type_hints(tp)
+    out: set[str] = set()
+    for key, item in value.items():
+        path = f"{where}.{key}"
+        out.add(path)
+        if key in hints:
+            inner = hints[key]
+            if typing.get_origin(inner) in (NotRequired, typing.Required):
+                inner = typing.get_args(inner)[0]
+            out |= key_paths(item, inner, path)
+    return out
+
+
+def fixture_paths() -> set[str]:
+    """Every key path the unit tests' machines (the CPU box and the GPU node) hold."""
+    return key_paths(cpu_box()) | key_paths(gpu_node())

@@ -434,7 +434,12 @@ def shape_errors(value: object, tp: object, where: str = "facts") -> list[str]:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         found = [shape_errors(value, arg, where) for arg in typing.get_args(tp)]
-        return [] if any(not f for f in found) else min(found, key=len)
+        if any(not f for f in found):
+            return []
+        if all(len(f) == 1 and f[0].startswith(f"{where}: ") for f in found):  # no member even close
+            names = " or ".join(_name(arg) for arg in typing.get_args(tp))
+            return [f"{where}: {type(value).__name__} {value!r:.60}, expected {names}"]
+        return min(found, key=len)  # the member it nearly is, and what is wrong inside it
     if _is_typeddict(tp):
         return _typeddict_errors(value, tp, where)
     if origin in (list, dict):
@@ -451,8 +456,16 @@ def shape_errors(value: object, tp: object, where: str = "facts") -> list[str]:
         ok = isinstance(value, tp)
     else:
         return [f"{where}: cannot check against {tp!r}"]
-    expected = getattr(tp, "__name__", repr(tp))
-    return [] if ok else [f"{where}: {type(value).__name__} {value!r:.60}, expected {expected}"]
+    return [] if ok else [f"{where}: {type(value).__name__} {value!r:.60}, expected {_name(tp)}"]
+
+
+def _name(tp: object) -> str:
+    if tp is type(None) or tp is None:
+        return "None"
+    origin = typing.get_origin(tp)
+    if origin is not None:
+        return getattr(origin, "__name__", repr(tp))
+    return getattr(tp, "__name__", repr(tp))
 
 
 def _container_errors(value: object, origin: object, args: tuple[object, ...], where: str) -> list[str]:
