@@ -4,8 +4,6 @@ probe fails) has the same shape and no key the fixture lacks. With torch: tests/
 
 from __future__ import annotations
 
-import copy
-
 from torchenv.probe import facts
 from torchenv.probe.types import CpuLimits, DoctorFacts, shape_errors
 
@@ -43,8 +41,8 @@ def test_a_failed_probe_is_a_valid_section_but_only_as_error() -> None:
     assert shape_errors(f, DoctorFacts) == []
     f["cpu_limits"] = {"error": 3}
     assert shape_errors(f, DoctorFacts) == ["facts.cpu_limits.error: int 3, expected str"]
-    f = copy.deepcopy(CPU_BOX)
-    f["libraries"] = {"error": "x"}  # type: ignore[typeddict-item]  # not a guarded probe
+    f = cpu_box()
+    f["libraries"] = {"error": "x"}  # not a guarded probe: its parts are
     assert "facts.libraries.loaded: missing (LibraryFacts requires it)" in shape_errors(f, DoctorFacts)
 
 
