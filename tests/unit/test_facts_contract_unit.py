@@ -4,6 +4,11 @@ probe fails) has the same shape and no key the fixture lacks. With torch: tests/
 
 from __future__ import annotations
 
+import ast
+import typing
+from pathlib import Path
+
+from torchenv.diagnose import doctor
 from torchenv.probe import facts
 from torchenv.probe.types import CpuLimits, DoctorFacts, shape_errors
 
@@ -56,3 +61,50 @@ def test_this_interpreters_doctor_facts_are_the_fixtures_shape() -> None:
     assert set(real) == set(CPU_BOX)
     unseen = sorted(p for p in key_paths(real) - fixture_paths() if not p.endswith(".error"))
     assert unseen == [], f"doctor_facts() writes keys no unit test's facts hold: {unseen}"
+
+
+def _typeddicts(tp: object, seen: set[type]) -> None:
+    if isinstance(tp, type) and hasattr(tp, "__required_keys__"):
+        if tp in seen:
+            return
+        seen.add(tp)
+        for hint in typing.get_type_hints(tp).values():
+            _typeddicts(hint, seen)
+    for arg in typing.get_args(tp):
+        _typeddicts(arg, seen)
+
+
+#: String keys doctor.py reads that are not facts: breakages' context and the spec's variant options.
+_NOT_FACTS = {"cause_here", "fix_here", "cuda_version", "pytorch_build"}
+
+
+def test_every_key_doctor_reads_is_a_declared_fact_key() -> None:
+    """mypy checks ``facts["key"]`` against the TypedDicts but lets ``section.get("key")`` of an
+    unknown key pass (it types it ``object``): this closes that gap. Every string key doctor.py reads
+    (``x.get("k")``, ``x["k"]``) is a key of a TypedDict reachable from DoctorFacts / DoctorReport,
+    an environment variable the probe collects, or one of the few non-fact keys named above; a key
+    renamed in probe/types.py and facts.py but still read under its old name in a rule fails here."""
+    seen: set[type] = set()
+    for root in (DoctorFacts, doctor.DoctorReport):
+        _typeddicts(root, seen)
+    declared = {key for td in seen for key in typing.get_type_hints(td)}
+    env = set(facts.ENV_VARS) | set(facts.DOCTOR_ENV_VARS)
+    tree = ast.parse(Path(doctor.__file__).read_text(encoding="utf-8"))
+    read: dict[str, int] = {}
+    for node in ast.walk(tree):
+        key = None
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+        ):
+            first = node.args[0]
+            key = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value if isinstance(node.slice.value, str) else None
+        if key is not None:
+            read.setdefault(key, node.lineno)
+    unknown = {k: line for k, line in read.items() if k not in declared | env | _NOT_FACTS}
+    assert unknown == {}, f"doctor.py reads keys no fact TypedDict declares (key: line): {unknown}"
+    assert {"kernel_module", "forward_compat", "usable", "cuda_runtime"} <= set(read)  # the walk sees the rules
