@@ -104,7 +104,7 @@ def test_every_key_doctor_reads_is_a_declared_fact_key() -> None:
         elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
             key = node.slice.value if isinstance(node.slice.value, str) else None
         if key is not None:
-            read.setdefault(key, node.lineno)
+            read.setdefault(key, getattr(node, "lineno", 0))
     unknown = {k: line for k, line in read.items() if k not in declared | env | _NOT_FACTS}
     assert unknown == {}, f"doctor.py reads keys no fact TypedDict declares (key: line): {unknown}"
     assert {"kernel_module", "forward_compat", "usable", "cuda_runtime"} <= set(read)  # the walk sees the rules

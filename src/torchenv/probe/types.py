@@ -433,13 +433,7 @@ def shape_errors(value: object, tp: object, where: str = "facts") -> list[str]:
     that declares ``error``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        found = [shape_errors(value, arg, where) for arg in typing.get_args(tp)]
-        if any(not f for f in found):
-            return []
-        if all(len(f) == 1 and f[0].startswith(f"{where}: ") for f in found):  # no member even close
-            names = " or ".join(_name(arg) for arg in typing.get_args(tp))
-            return [f"{where}: {type(value).__name__} {value!r:.60}, expected {names}"]
-        return min(found, key=len)  # the member it nearly is, and what is wrong inside it
+        return _union_errors(value, typing.get_args(tp), where)
     if _is_typeddict(tp):
         return _typeddict_errors(value, tp, where)
     if origin in (list, dict):
@@ -466,6 +460,16 @@ def _name(tp: object) -> str:
     if origin is not None:
         return getattr(origin, "__name__", repr(tp))
     return getattr(tp, "__name__", repr(tp))
+
+
+def _union_errors(value: object, members: tuple[object, ...], where: str) -> list[str]:
+    found = [shape_errors(value, arg, where) for arg in members]
+    if any(not f for f in found):
+        return []
+    if all(len(f) == 1 and f[0].startswith(f"{where}: ") for f in found):  # no member even close
+        names = " or ".join(_name(arg) for arg in members)
+        return [f"{where}: {type(value).__name__} {value!r:.60}, expected {names}"]
+    return min(found, key=len)  # the member it nearly is, and what is wrong inside it
 
 
 def _container_errors(value: object, origin: object, args: tuple[object, ...], where: str) -> list[str]:
