@@ -23,7 +23,7 @@ from torchenv.spec import model as spec
 from torchenv.spec.model import Promises, VariantSpec
 
 from ..conftest import ROOT, STACK
-from .test_doctor import SITE, cpu_box, gpu_node
+from ..facts_fixture import SITE, cpu_box, gpu, gpu_node, judge, lib
 
 Facts = dict[str, Any]
 CATALOGUE = ROOT / "docs" / "breakages.md"
@@ -109,7 +109,20 @@ def _user(f: Facts) -> dict[str, Any]:
 
 
 def _cache(var: str, path: str, **state: Any) -> list[dict[str, Any]]:
-    return [{"var": var, "set_by": "environment", "path": path, "usable": True, "noexec": False, "mount": "/", **state}]
+    return [
+        {
+            "var": var,
+            "set_by": "environment",
+            "path": path,
+            "exists": True,
+            "nearest_existing": path,
+            "usable": True,
+            "reason": "",
+            "noexec": False,
+            "mount": "/",
+            **state,
+        }
+    ]
 
 
 def _kernel(argv: list[str]) -> list[dict[str, Any]]:
@@ -124,7 +137,7 @@ def _gpu_compat(libcuda: str, kernel: str, devices: list[dict[str, Any]] | None 
         f["torch"]["cuda_runtime"]["driver"] = kernel
         f["nvidia"] = {
             "kernel_module": kernel,
-            "libcuda": {"realpath": f"/usr/local/cuda/compat/lib/libcuda.so.{libcuda}", "file_version": libcuda},
+            "libcuda": lib(f"/usr/local/cuda/compat/lib/libcuda.so.{libcuda}"),
             "forward_compat": True,
         }
         return f
@@ -151,7 +164,7 @@ def _old_driver() -> Facts:
     f["torch"]["cuda_runtime"]["driver"] = "570.133.20"
     f["nvidia"] = {
         "kernel_module": "570.133.20",
-        "libcuda": {"realpath": "/usr/lib64/libcuda.so.570.133.20", "file_version": "570.133.20"},
+        "libcuda": lib("/usr/lib64/libcuda.so.570.133.20"),
         "forward_compat": False,
     }
     return f
@@ -182,7 +195,7 @@ CASES: dict[str, Case] = {
         _with(cpu_box, packages=[{"name": "torch", "version": "2.14.1", "location": SITE}]),
         _with(cpu_box, packages=_pkgs()),
     ),
-    "version-mismatch": Case(_with(cpu_box, python={"version": "3.9.1"}), cpu_box),
+    "version-mismatch": Case(_with(cpu_box, python=lambda f: {**f["python"], "version": "3.9.1"}), cpu_box),
     "cpu-torch-gpu-promised": Case(
         _with(gpu_node, torch=lambda f: {**f["torch"], "cuda": None, "arch_list": []}), gpu_node, gpu=True
     ),
@@ -213,7 +226,14 @@ CASES: dict[str, Case] = {
             import_paths=lambda f: {
                 **f["import_paths"],
                 "pythonpath": [
-                    {"entry": "/opt/old", "exists": True, "modules": ["numpy"], "dists": [], "shadows": ["numpy"]}
+                    {
+                        "entry": "/opt/old",
+                        "exists": True,
+                        "on_sys_path": True,
+                        "modules": ["numpy"],
+                        "dists": [],
+                        "shadows": ["numpy"],
+                    }
                 ],
             },
         ),
@@ -222,7 +242,14 @@ CASES: dict[str, Case] = {
             import_paths=lambda f: {
                 **f["import_paths"],
                 "pythonpath": [
-                    {"entry": "/home/u/code", "exists": True, "modules": ["mine"], "dists": [], "shadows": []}
+                    {
+                        "entry": "/home/u/code",
+                        "exists": True,
+                        "on_sys_path": True,
+                        "modules": ["mine"],
+                        "dists": [],
+                        "shadows": [],
+                    }
                 ],
             },
         ),
@@ -249,9 +276,16 @@ CASES: dict[str, Case] = {
     "ngc-torch-replaced": Case(
         _with(
             cpu_box,
-            pip_constraint={"paths": ["/etc/pip/constraint.txt"], "pins": {"torch": "2.8.0a0+5228986c39.nv25.5"}},
+            pip_constraint={
+                "paths": ["/etc/pip/constraint.txt"],
+                "from_env": False,
+                "pins": {"torch": "2.8.0a0+5228986c39.nv25.5"},
+            },
         ),
-        _with(cpu_box, pip_constraint={"paths": ["/etc/pip/constraint.txt"], "pins": {"torch": "2.14.1+cu130"}}),
+        _with(
+            cpu_box,
+            pip_constraint={"paths": ["/etc/pip/constraint.txt"], "from_env": False, "pins": {"torch": "2.14.1+cu130"}},
+        ),
     ),
     "install-leftover": Case(
         _with(cpu_box, install_leftovers=[{"path": f"{SITE}/~orch", "site": SITE}]),
@@ -265,7 +299,7 @@ CASES: dict[str, Case] = {
                 **f["torch"],
                 "cuda_runtime": {
                     **f["torch"]["cuda_runtime"],
-                    "devices": [{"index": 0, "name": "Tesla V100", "capability": "7.0"}],
+                    "devices": [gpu("Tesla V100", "7.0")],
                 },
             },
         ),
@@ -279,7 +313,12 @@ CASES: dict[str, Case] = {
             gpu_node,
             torch=lambda f: {
                 **f["torch"],
-                "cuda_runtime": {"available": False, "devices": [], "reason": "no CUDA-capable device is detected"},
+                "cuda_runtime": {
+                    "available": False,
+                    "device_count": 0,
+                    "devices": [],
+                    "reason": "no CUDA-capable device is detected",
+                },
             },
         ),
         gpu_node,
@@ -318,19 +357,19 @@ CASES: dict[str, Case] = {
     "enroot-no-infiniband": Case(
         _with(
             cpu_box,
-            container={"enroot": "dockerd://torchenv:ngc"},
+            container=lambda f: {**f["container"], "enroot": "dockerd://torchenv:ngc"},
             infiniband={"devices": ["mlx5_0", "mlx5_1"], "dev_infiniband": False, "libibverbs": True},
         ),
         _with(
             cpu_box,
-            container={"enroot": "dockerd://torchenv:ngc"},
+            container=lambda f: {**f["container"], "enroot": "dockerd://torchenv:ngc"},
             infiniband={"devices": ["mlx5_0", "mlx5_1"], "dev_infiniband": True, "libibverbs": True},
         ),
     ),
     "enroot-hook-mismatch": Case(
         _with(
             _env(SLURM_JOB_ID="4242", SLURM_NTASKS="8", SLURM_PROCID="3", WORLD_SIZE="4", RANK="3"),
-            container={"enroot": "dockerd://torchenv:ngc"},
+            container=lambda f: {**f["container"], "enroot": "dockerd://torchenv:ngc"},
         ),
         _with(
             _env(
@@ -341,7 +380,7 @@ CASES: dict[str, Case] = {
                 RANK="3",
                 MASTER_PORT=str(4242 % 4536 + 61000),
             ),
-            container={"enroot": "dockerd://torchenv:ngc"},
+            container=lambda f: {**f["container"], "enroot": "dockerd://torchenv:ngc"},
         ),
     ),
     "enroot-registry-slash": Case(
@@ -424,7 +463,7 @@ TEXTS: dict[str, str] = {
 
 
 def _ids(facts: Facts, gpu: bool) -> list[str]:
-    return [f.id for f in doctor.findings(facts, _pip(gpu))]
+    return [f.id for f in judge(facts, _pip(gpu))]
 
 
 @pytest.mark.parametrize("breakage_id", sorted(i for i, c in CASES.items() if c.bad))
@@ -432,7 +471,7 @@ def test_each_breakage_is_found_and_its_near_miss_is_not_injected(breakage_id: s
     case = CASES[breakage_id]
     assert case.bad is not None and case.healthy is not None
     assert breakage_id in _ids(case.bad(), case.gpu)
-    assert breakage_id not in _ids(case.healthy(), case.gpu), doctor.findings(case.healthy(), _pip(case.gpu))
+    assert breakage_id not in _ids(case.healthy(), case.gpu), judge(case.healthy(), _pip(case.gpu))
 
 
 @pytest.mark.parametrize("breakage_id", sorted({*TEXTS, *(i for i, c in CASES.items() if c.text)}))
@@ -513,7 +552,7 @@ def test_the_clean_injected_box_with_every_new_fact_healthy_has_no_findings() ->
         kernelspecs=[],
         cuda_home=None,
     )
-    assert doctor.findings(f, _pip()) == []
+    assert judge(f, _pip()) == []
 
 
 def test_catalogue_file_is_linked_from_the_readme() -> None:

@@ -8,7 +8,6 @@ test names say ``injected``.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -24,107 +23,7 @@ from torchenv.spec import model as spec
 from torchenv.spec.model import Promises, VariantSpec
 
 from ..conftest import STACK
-
-SITE = "/envs/pip/lib/python3.11/site-packages"
-SYS_LIBSTDCXX = {
-    "path": "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
-    "realpath": "/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30",
-    "glibcxx": "3.4.30",
-    "file_version": "6.0.30",
-}
-
-#: A healthy 2-CPU machine without a GPU, running the pip variant's environment.
-CPU_BOX: dict[str, Any] = {
-    "python": {"version": "3.11.7", "executable": "/envs/pip/bin/python", "prefix": "/envs/pip"},
-    "shm": {"size_mb": 24105, "free_mb": 24105},
-    "env": {},
-    "torch": {
-        "version": "2.14.1+cu130",
-        "file": f"{SITE}/torch/__init__.py",
-        "cuda": "13.0",
-        "num_threads": 2,
-        "num_interop_threads": 2,
-        "arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
-        "cudnn": {"enabled": True, "available": True, "compiled": "9.24.0", "runtime_tuple": "9.24.0"},
-        "nccl": {"available": True, "version": "2.30.7"},
-        "cuda_runtime": {
-            "available": False,
-            "device_count": 0,
-            "devices": [],
-            "reason": "no NVIDIA driver (libcuda.so.1 cannot be loaded)",
-        },
-    },
-    "torchvision": {"installed": True, "version": "0.29.1+cu130", "file": f"{SITE}/torchvision/__init__.py"},
-    "cpu_limits": {
-        "cpu_count": 2,
-        "affinity": [0, 1],
-        "cgroup": {"cpus": None, "checked": ["/sys/fs/cgroup"]},
-        "slurm_cpus_per_task": None,
-        "omp_num_threads": None,
-        "mkl_num_threads": None,
-        "usable": 2,
-        "limited_by": ["affinity", "os.cpu_count()"],
-    },
-    "libraries": {
-        "loaded": {"libstdc++": [SYS_LIBSTDCXX["realpath"]], "libcuda": [], "libcudnn": [], "libnccl": []},
-        "loaded_libstdcxx": {**SYS_LIBSTDCXX, "path": SYS_LIBSTDCXX["realpath"]},
-        "ld_library_path": [],
-        "default_libstdcxx": SYS_LIBSTDCXX,
-    },
-    "nvidia": {"kernel_module": None, "libcuda": None, "forward_compat": False},
-    "infiniband": {"devices": [], "dev_infiniband": False},
-    "container": {"docker": False, "podman": False, "apptainer": False, "kubernetes": False},
-    "import_paths": {
-        "prefix": "/envs/pip",
-        "env_site": [SITE],
-        "env_versions": {"torch": "2.14.1", "torchvision": "0.29.1", "numpy": "2.4.6", "networkx": "3.6.1"},
-        "pythonpath": [],
-        "user_site": {
-            "path": "/home/u/.local/lib/python3.11/site-packages",
-            "enabled": False,
-            "exists": False,
-            "on_sys_path": False,
-            "modules": [],
-            "dists": [],
-            "shadows": [],
-        },
-    },
-    "torchvision_build": {
-        "installed": True,
-        "dist_version": "0.29.1",
-        "build_version": "0.29.1+cu130",
-        "requires_torch": "torch (>=2.14.0)",
-        "cuda": "13.0",
-        "cpu_build": False,
-    },
-}
-
-H100 = {"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "arch": "sm_90", "total_memory_mb": 81559}
-
-
-def cpu_box() -> dict[str, Any]:
-    return copy.deepcopy(CPU_BOX)
-
-
-def gpu_node() -> dict[str, Any]:
-    """A healthy 2 x H100 node with InfiniBand, driver 580.82.07, as an NGC-style container would see it."""
-    f = cpu_box()
-    f["torch"]["cuda_runtime"] = {
-        "available": True,
-        "device_count": 2,
-        "devices": [{**H100, "index": 0}, {**H100, "index": 1}],
-        "driver": "580.82.07",
-    }
-    f["cpu_limits"].update(cpu_count=64, affinity=list(range(16)), usable=16, limited_by=["affinity"])
-    f["torch"]["num_threads"] = 16
-    f["shm"] = {"size_mb": 257000, "free_mb": 256000}
-    f["nvidia"] = {
-        "kernel_module": "580.82.07",
-        "libcuda": {"realpath": "/usr/lib/x86_64-linux-gnu/libcuda.so.580.82.07", "file_version": "580.82.07"},
-        "forward_compat": False,
-    }
-    f["infiniband"] = {"devices": ["mlx5_0", "mlx5_1"], "dev_infiniband": True, "libibverbs": True}
-    return f
+from ..facts_fixture import H100, cpu_box, gpu, gpu_node, judge, lib, validated
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +57,11 @@ def only(found: list[Finding], breakage_id: str) -> Finding:
 
 
 def test_healthy_injected_cpu_box_has_no_findings(pip: VariantSpec) -> None:
-    assert doctor.findings(cpu_box(), pip) == []
+    assert judge(cpu_box(), pip) == []
 
 
 def test_healthy_injected_gpu_node_has_no_findings(pip_gpu: VariantSpec) -> None:
-    assert doctor.findings(gpu_node(), pip_gpu) == []
+    assert judge(gpu_node(), pip_gpu) == []
 
 
 def test_every_rule_names_a_registry_breakage_with_a_symptom(pip_gpu: VariantSpec) -> None:
@@ -171,7 +70,7 @@ def test_every_rule_names_a_registry_breakage_with_a_symptom(pip_gpu: VariantSpe
     f["torch"]["cuda_runtime"]["devices"][1] = {**H100, "index": 1, "name": "Tesla V100", "capability": "7.0"}
     f["shm"] = {"size_mb": 64, "free_mb": 64}
     f["cpu_limits"].update(slurm_cpus_per_task=4, usable=4, limited_by=["SLURM_CPUS_PER_TASK"])
-    found = doctor.findings(f, pip_gpu)
+    found = judge(f, pip_gpu)
     assert len(found) >= 4
     for item in found:
         assert item.id in breakages.BY_ID
@@ -185,8 +84,8 @@ def test_every_rule_names_a_registry_breakage_with_a_symptom(pip_gpu: VariantSpe
 
 def test_gpu_outside_the_arch_list_injected_gpu_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
-    f["torch"]["cuda_runtime"]["devices"] = [{"index": 0, "name": "Tesla V100-SXM2-32GB", "capability": "7.0"}]
-    found = only(doctor.findings(f, pip_gpu), "arch-not-covered")
+    f["torch"]["cuda_runtime"]["devices"] = [gpu("Tesla V100-SXM2-32GB", "7.0")]
+    found = only(judge(f, pip_gpu), "arch-not-covered")
     assert found.symptom == "CUDA error: no kernel image is available for execution on the device"
     assert "Tesla V100-SXM2-32GB is sm_70" in found.cause
     assert "sm_75, sm_80" in found.cause
@@ -196,15 +95,15 @@ def test_gpu_outside_the_arch_list_injected_gpu_facts(pip_gpu: VariantSpec) -> N
 
 def test_newer_minor_gpu_runs_compatible_sass_injected_gpu_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
-    f["torch"]["cuda_runtime"]["devices"] = [{"index": 0, "name": "NVIDIA L40S", "capability": "8.9"}]
-    assert doctor.findings(f, pip_gpu) == []  # sm_86 SASS runs on 8.9
+    f["torch"]["cuda_runtime"]["devices"] = [gpu("NVIDIA L40S", "8.9")]
+    assert judge(f, pip_gpu) == []  # sm_86 SASS runs on 8.9
 
 
 def test_gpu_newer_than_the_build_injected_gpu_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
     f["torch"]["arch_list"] = ["sm_80", "sm_90"]
-    f["torch"]["cuda_runtime"]["devices"] = [{"index": 0, "name": "NVIDIA B200", "capability": "10.0"}]
-    found = only(doctor.findings(f, pip_gpu), "arch-not-covered")
+    f["torch"]["cuda_runtime"]["devices"] = [gpu("NVIDIA B200", "10.0")]
+    found = only(judge(f, pip_gpu), "arch-not-covered")
     assert 'TORCH_CUDA_ARCH_LIST="10.0"' in found.fix
 
 
@@ -212,8 +111,8 @@ def test_driver_older_than_the_build_needs_injected_driver_facts(pip_gpu: Varian
     f = gpu_node()
     f["torch"]["cuda_runtime"]["driver"] = "570.133.20"
     f["nvidia"]["kernel_module"] = "570.133.20"
-    f["nvidia"]["libcuda"] = {"realpath": "/usr/lib64/libcuda.so.570.133.20", "file_version": "570.133.20"}
-    found = only(doctor.findings(f, pip_gpu), "driver-too-old")
+    f["nvidia"]["libcuda"] = lib("/usr/lib64/libcuda.so.570.133.20")
+    found = only(judge(f, pip_gpu), "driver-too-old")
     assert "570.133.20, older than CUDA 13.0 needs (580.65.06)" in found.cause
     assert ">= 580.65.06" in found.fix
     assert "variant 'pip' build.min_driver = 580.65.06" in found.evidence
@@ -223,25 +122,26 @@ def test_driver_error_from_cuda_init_injected_driver_facts(pip_gpu: VariantSpec)
     f = gpu_node()
     f["torch"]["cuda_runtime"] = {
         "available": False,
+        "device_count": 0,
         "devices": [],
         "reason": "CUDA initialization: The NVIDIA driver on your system is too old (found version 12020)",
     }
     f["nvidia"] = {"kernel_module": None, "libcuda": None, "forward_compat": False}
-    found = doctor.findings(f, pip_gpu)
+    found = judge(f, pip_gpu)
     assert ids(found) == ["driver-too-old"]  # not also "no usable GPU": the driver explains it
     assert any("too old (found version 12020)" in e for e in found[0].evidence)
 
 
 def test_forward_compat_on_a_geforce_injected_driver_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
-    f["torch"]["cuda_runtime"]["devices"] = [{"index": 0, "name": "NVIDIA GeForce RTX 4090", "capability": "8.9"}]
+    f["torch"]["cuda_runtime"]["devices"] = [gpu("NVIDIA GeForce RTX 4090", "8.9")]
     f["torch"]["cuda_runtime"]["driver"] = "550.54.15"
     f["nvidia"] = {
         "kernel_module": "550.54.15",
-        "libcuda": {"realpath": "/usr/local/cuda/compat/lib/libcuda.so.580.65.06", "file_version": "580.65.06"},
+        "libcuda": lib("/usr/local/cuda/compat/lib/libcuda.so.580.65.06"),
         "forward_compat": True,
     }
-    found = only(doctor.findings(f, pip_gpu), "driver-too-old")
+    found = only(judge(f, pip_gpu), "driver-too-old")
     assert "forward compatibility is on" in found.cause
     assert "libcuda 580.65.06 from /usr/local/cuda/compat/lib over kernel module 550.54.15" in found.cause
     assert "GeForce RTX 4090" in found.cause and "error 804" in found.cause
@@ -253,37 +153,43 @@ def test_forward_compat_on_a_working_datacenter_gpu_is_fine_injected_driver_fact
     f["torch"]["cuda_runtime"]["driver"] = "550.54.15"
     f["nvidia"] = {
         "kernel_module": "550.54.15",
-        "libcuda": {"realpath": "/usr/local/cuda/compat/lib/libcuda.so.580.65.06", "file_version": "580.65.06"},
+        "libcuda": lib("/usr/local/cuda/compat/lib/libcuda.so.580.65.06"),
         "forward_compat": True,
     }
-    assert doctor.findings(f, pip_gpu) == []
+    assert judge(f, pip_gpu) == []
 
 
 def test_forward_compat_that_fails_injected_driver_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
     f["torch"]["cuda_runtime"] = {
         "available": False,
+        "device_count": 0,
         "devices": [],
         "reason": "CUDA initialization: forward compatibility was attempted on non supported HW",
     }
     f["nvidia"]["forward_compat"] = True
     f["nvidia"]["kernel_module"] = "535.104.05"
-    found = doctor.findings(f, pip_gpu)
+    found = judge(f, pip_gpu)
     assert ids(found) == ["driver-too-old"]
     assert "forward compatibility is on" in found[0].cause
 
 
 def test_promised_gpu_hidden_by_cuda_visible_devices_injected_gpu_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
-    f["torch"]["cuda_runtime"] = {"available": False, "devices": [], "reason": "no CUDA-capable device is detected"}
+    f["torch"]["cuda_runtime"] = {
+        "available": False,
+        "device_count": 0,
+        "devices": [],
+        "reason": "no CUDA-capable device is detected",
+    }
     f["env"]["CUDA_VISIBLE_DEVICES"] = ""
-    found = only(doctor.findings(f, pip_gpu), "no-usable-gpu")
+    found = only(judge(f, pip_gpu), "no-usable-gpu")
     assert "promises a GPU but none is usable here" in found.cause
     assert found.fix.startswith("unset CUDA_VISIBLE_DEVICES")
 
 
 def test_no_gpu_is_fine_where_none_is_promised_injected(pip: VariantSpec) -> None:
-    assert doctor.findings(cpu_box(), pip) == []
+    assert judge(cpu_box(), pip) == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +203,7 @@ def test_cpu_torch_where_conda_variant_promises_gpu_injected(conda: VariantSpec)
         dist_version="0.24.1", build_version="0.24.1", cuda=None, requires_torch="torch (==2.9.1)"
     )
     f["env"]["CONDA_PREFIX"] = "/opt/conda/envs/torch"
-    found = doctor.findings(f, conda)
+    found = judge(f, conda)
     assert ids(found) == ["cpu-torch-gpu-promised"]
     assert "conda installed a CPU build of torch (2.9.1)" in found[0].cause
     assert "CONDA_OVERRIDE_CUDA=12.9 conda install -c conda-forge 'pytorch=2.9.1=cuda*' 'cuda-version=12.9'" in (
@@ -310,7 +216,7 @@ def test_cpu_torch_beside_cuda_torchvision_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torch"].update(version="2.13.0+cpu", cuda=None, arch_list=[])
     f["torchvision"] = {"installed": True, "error": "RuntimeError: operator torchvision::nms does not exist"}
-    found = only(doctor.findings(f, pip), "torch-torchvision-mismatch")
+    found = only(judge(f, pip), "torch-torchvision-mismatch")
     assert "torch 2.13.0+cpu is a CPU build and cannot load torchvision 0.29.1+cu130" in found.cause
     assert "torchvision 0.28.x+cpu" in found.fix
     assert "import torchvision: RuntimeError: operator torchvision::nms does not exist" in found.evidence
@@ -321,7 +227,7 @@ def test_cpu_torch_beside_cuda_torchvision_injected(pip: VariantSpec) -> None:
 def test_torchvision_for_another_cuda_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torchvision_build"].update(build_version="0.29.1+cu126", cuda="12.6")
-    found = only(doctor.findings(f, pip), "torch-torchvision-mismatch")
+    found = only(judge(f, pip), "torch-torchvision-mismatch")
     assert "torch 2.14.1+cu130 is built with CUDA 13.0 but torchvision 0.29.1+cu126 with CUDA 12.6" in found.cause
 
 
@@ -329,7 +235,7 @@ def test_versions_other_than_the_spec_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torch"]["version"] = "2.14.0"
     f["python"]["version"] = "3.12.3"
-    found = only(doctor.findings(f, pip), "version-mismatch")
+    found = only(judge(f, pip), "version-mismatch")
     assert "torch 2.14.0 (the spec says 2.14.1)" in found.cause
     assert "Python 3.12.3 (the spec says 3.11)" in found.cause
     assert "nox -s pip" in found.fix
@@ -348,7 +254,7 @@ def test_cudnn_runtime_older_than_compiled_injected_cudnn_facts(pip_gpu: Variant
         }
     ]
     f["libraries"]["loaded"]["libcudnn"] = ["/opt/cudnn/lib/libcudnn.so.9.1.0"]
-    found = only(doctor.findings(f, pip_gpu), "cudnn-mismatch")
+    found = only(judge(f, pip_gpu), "cudnn-mismatch")
     assert "(9.1.0) differs from the one torch was compiled against (9.10.2)" in found.cause
     assert found.fix.startswith("take /opt/cudnn/lib out of LD_LIBRARY_PATH")
     assert "libcudnn loaded from /opt/cudnn/lib/libcudnn.so.9.1.0" in found.evidence
@@ -357,13 +263,13 @@ def test_cudnn_runtime_older_than_compiled_injected_cudnn_facts(pip_gpu: Variant
 def test_cudnn_newer_minor_is_fine_injected_cudnn_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
     f["torch"]["cudnn"].update(compiled="9.10.0", runtime_tuple="9.12.0")
-    assert doctor.findings(f, pip_gpu) == []
+    assert judge(f, pip_gpu) == []
 
 
 def test_nccl_missing_from_a_cuda_build_injected_nccl_facts(pip_gpu: VariantSpec) -> None:
     f = gpu_node()
     f["torch"]["nccl"] = {"available": False}
-    found = only(doctor.findings(f, pip_gpu), "nccl-transport")
+    found = only(judge(f, pip_gpu), "nccl-transport")
     assert "has no NCCL" in found.cause
 
 
@@ -382,7 +288,7 @@ def test_nccl_pushed_onto_sockets_injected_infiniband_facts(
     f = gpu_node()
     f["env"].update(change.pop("env", {}))
     f["infiniband"].update(change)
-    found = only(doctor.findings(f, pip_gpu), "nccl-transport")
+    found = only(judge(f, pip_gpu), "nccl-transport")
     assert cause in found.cause and "falls back to TCP sockets" in found.cause
     assert fix in found.fix and "NCCL_DEBUG=INFO" in found.fix
     assert "InfiniBand adapters on the host: mlx5_0, mlx5_1" in found.evidence
@@ -392,7 +298,7 @@ def test_nccl_without_ipc_host_on_a_multi_gpu_node_injected_gpu_facts(pip_gpu: V
     f = gpu_node()
     f["shm"] = {"size_mb": 64, "free_mb": 64}
     f["container"]["docker"] = True
-    found = doctor.findings(f, pip_gpu)
+    found = judge(f, pip_gpu)
     assert sorted(ids(found)) == ["nccl-transport", "shm-too-small"]
     nccl = only(found, "nccl-transport")
     assert "the 2 GPUs of this node" in nccl.cause and "without --ipc=host" in nccl.cause
@@ -407,7 +313,7 @@ def test_small_shm_in_docker_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["shm"] = {"size_mb": 64, "free_mb": 64}
     f["container"]["docker"] = True
-    found = only(doctor.findings(f, pip), "shm-too-small")
+    found = only(judge(f, pip), "shm-too-small")
     assert found.symptom == "DataLoader worker (pid N) is killed by signal: Bus error"
     assert "/dev/shm is 64 MB" in found.cause
     assert "--ipc=host (or --shm-size=8g)" in found.fix and "num_workers=0" in found.fix
@@ -419,13 +325,13 @@ def test_small_shm_in_kubernetes_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["shm"] = {"size_mb": 64, "free_mb": 60}
     f["container"]["kubernetes"] = True
-    assert "emptyDir" in only(doctor.findings(f, pip), "shm-too-small").fix
+    assert "emptyDir" in only(judge(f, pip), "shm-too-small").fix
 
 
 def test_full_shm_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["shm"] = {"size_mb": 16000, "free_mb": 200}
-    found = only(doctor.findings(f, pip), "shm-too-small")
+    found = only(judge(f, pip), "shm-too-small")
     assert "only 200 MB free of 16000 MB" in found.cause and "leftover files" in found.fix
 
 
@@ -440,7 +346,7 @@ def _user_site(f: dict[str, Any], **kw: Any) -> None:
 def test_user_site_shadowing_the_environment_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     _user_site(f, modules=["networkx"], dists=[{"name": "networkx", "version": "2.0"}], shadows=["networkx"])
-    found = only(doctor.findings(f, pip), "user-site-leak")
+    found = only(judge(f, pip), "user-site-leak")
     assert "it shadows the environment's networkx" in found.cause
     assert "networkx 2.0 in the user site, shadowing the environment's 3.6.1" in found.evidence
     assert found.fix.startswith("export PYTHONNOUSERSITE=1")
@@ -450,7 +356,7 @@ def test_user_site_under_apptainer_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["container"]["apptainer"] = True
     _user_site(f, modules=["leftpad"], dists=[{"name": "leftpad", "version": "1.0"}])
-    found = only(doctor.findings(f, pip), "user-site-leak")
+    found = only(judge(f, pip), "user-site-leak")
     assert "its packages are importable here" in found.cause
     assert "apptainer exec --env PYTHONNOUSERSITE=1" in found.fix
 
@@ -458,22 +364,30 @@ def test_user_site_under_apptainer_injected(pip: VariantSpec) -> None:
 def test_empty_user_site_is_fine_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     _user_site(f)
-    assert doctor.findings(f, pip) == []
+    assert judge(f, pip) == []
 
 
 def test_pythonpath_with_installed_packages_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["import_paths"]["pythonpath"] = [
-        {"entry": "/home/u/project", "exists": True, "modules": ["mymodel"], "dists": [], "shadows": []},
+        {
+            "entry": "/home/u/project",
+            "exists": True,
+            "on_sys_path": True,
+            "modules": ["mymodel"],
+            "dists": [],
+            "shadows": [],
+        },
         {
             "entry": "/opt/old/site-packages",
             "exists": True,
+            "on_sys_path": True,
             "modules": ["numpy", "scipy"],
             "dists": [{"name": "numpy", "version": "1.26.4"}, {"name": "scipy", "version": "1.11.0"}],
             "shadows": ["numpy"],
         },
     ]
-    found = only(doctor.findings(f, pip), "pythonpath-leak")
+    found = only(judge(f, pip), "pythonpath-leak")
     assert "PYTHONPATH entry /opt/old/site-packages shadows the environment's numpy" in found.evidence
     assert "numpy 1.26.4 installed in /opt/old/site-packages (the environment has 2.4.6)" in found.evidence
     assert found.fix.startswith("export PYTHONPATH=/home/u/project (drops /opt/old/site-packages)")
@@ -482,17 +396,31 @@ def test_pythonpath_with_installed_packages_injected(pip: VariantSpec) -> None:
 def test_pythonpath_with_own_code_or_torchenv_checkout_is_fine_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["import_paths"]["pythonpath"] = [
-        {"entry": "/home/u/project", "exists": True, "modules": ["mymodel"], "dists": [], "shadows": []},
-        {"entry": "/src/torchenv/src", "exists": True, "modules": ["torchenv"], "dists": [], "shadows": ["torchenv"]},
+        {
+            "entry": "/home/u/project",
+            "exists": True,
+            "on_sys_path": True,
+            "modules": ["mymodel"],
+            "dists": [],
+            "shadows": [],
+        },
+        {
+            "entry": "/src/torchenv/src",
+            "exists": True,
+            "on_sys_path": True,
+            "modules": ["torchenv"],
+            "dists": [],
+            "shadows": ["torchenv"],
+        },
     ]
-    assert doctor.findings(f, pip) == []
+    assert judge(f, pip) == []
 
 
 def test_torch_from_outside_the_environment_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torch"]["file"] = "/home/u/.local/lib/python3.11/site-packages/torch/__init__.py"
     _user_site(f, modules=["torch"], dists=[{"name": "torch", "version": "2.14.1"}], shadows=["torch"])
-    found = doctor.findings(f, pip)
+    found = judge(f, pip)
     assert ids(found) == ["torch-outside-env", "user-site-leak"]
     assert "through user site" in found[0].cause
     assert found[0].fix.startswith("export PYTHONNOUSERSITE=1")
@@ -520,7 +448,7 @@ def test_import_fails_with_glibcxx_not_found_injected(pip: VariantSpec) -> None:
     f["libraries"]["loaded"]["libstdc++"] = []
     f["libraries"]["loaded_libstdcxx"] = None
     f["libraries"]["ld_library_path"] = [_stdcxx("/opt/old/lib", "/opt/old/lib/libstdc++.so.6.0.19", "3.4.19")]
-    found = doctor.findings(f, pip)
+    found = judge(f, pip)
     assert ids(found) == ["glibcxx-mix"]
     cause = found[0].cause
     assert "import torch needs GLIBCXX_3.4.22 (for libtorch_cpu.so)" in cause
@@ -535,7 +463,7 @@ def test_second_libstdcxx_on_ld_library_path_injected(pip: VariantSpec) -> None:
         {"entry": "/opt/cuda/lib64", "exists": True, "libs": {}},
         _stdcxx("/opt/conda/lib", "/opt/conda/lib/libstdc++.so.6.0.28", "3.4.28"),
     ]
-    found = only(doctor.findings(f, pip), "glibcxx-mix")
+    found = only(judge(f, pip), "glibcxx-mix")
     assert "second libstdc++ in reach (/opt/conda/lib/libstdc++.so.6.0.28, up to GLIBCXX_3.4.28)" in found.cause
     assert "/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30, up to GLIBCXX_3.4.30" in found.cause
     assert found.fix.startswith("export LD_LIBRARY_PATH=/opt/cuda/lib64 (drops /opt/conda/lib)")
@@ -546,13 +474,13 @@ def test_the_loaded_libstdcxx_on_ld_library_path_is_fine_injected(pip: VariantSp
     f["libraries"]["ld_library_path"] = [
         _stdcxx("/usr/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30", "3.4.30")
     ]
-    assert doctor.findings(f, pip) == []
+    assert judge(f, pip) == []
 
 
 def test_unknown_import_error_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torch"] = {"error": "OSError: [Errno 5] Input/output error"}
-    found = doctor.findings(f, pip)
+    found = judge(f, pip)
     assert ids(found) == ["torch-import-fails"]
     assert "nox -s pip" in found[0].fix
 
@@ -560,7 +488,7 @@ def test_unknown_import_error_injected(pip: VariantSpec) -> None:
 def test_torch_not_installed_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torch"] = {"error": "ModuleNotFoundError: No module named 'torch'"}
-    found = doctor.findings(f, pip)
+    found = judge(f, pip)
     assert ids(found) == ["missing-package"]
     assert "torch is not installed in this environment (/envs/pip), run by /envs/pip/bin/python" in found[0].cause
 
@@ -568,11 +496,11 @@ def test_torch_not_installed_injected(pip: VariantSpec) -> None:
 def test_other_known_import_errors_use_the_registry_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["torch"] = {"error": "OSError: libcudnn.so.9: cannot open shared object file: No such file or directory"}
-    found = doctor.findings(f, pip)
+    found = judge(f, pip)
     assert ids(found) == ["cudnn-mismatch"]
     assert found[0].cause == f"import torch fails: {f['torch']['error']}"
     f["torch"] = {"error": "ImportError: GLIBCXX_3.4.32 not found"}  # not the loader's wording: still named
-    assert ids(doctor.findings(f, pip)) == ["glibcxx-mix"]
+    assert ids(judge(f, pip)) == ["glibcxx-mix"]
 
 
 def test_check_contexts_keep_the_registry_text() -> None:
@@ -591,7 +519,7 @@ def test_check_contexts_keep_the_registry_text() -> None:
 def test_slurm_cpus_per_task_below_torch_threads_injected(pip: VariantSpec) -> None:
     f = gpu_node()
     f["cpu_limits"].update(slurm_cpus_per_task=4, usable=4, limited_by=["SLURM_CPUS_PER_TASK"])
-    found = only(doctor.findings(f, pip), "cpu-oversubscribed")
+    found = only(judge(f, pip), "cpu-oversubscribed")
     assert "may use 4 CPU(s) (limited by SLURM_CPUS_PER_TASK)" in found.cause
     assert "torch.get_num_threads() = 16" in found.cause
     assert "len(os.sched_getaffinity(0)) = 16" in found.cause
@@ -604,11 +532,12 @@ def test_slurm_cpus_per_task_below_torch_threads_injected(pip: VariantSpec) -> N
 def test_cgroup_quota_below_torch_threads_injected(pip: VariantSpec) -> None:
     f = cpu_box()
     f["cpu_limits"].update(
-        cgroup={"cpus": 0.5, "quota_us": 50000, "period_us": 100000, "file": "/sys/fs/cgroup/x/cpu.max", "version": 2},
+        cgroup={"cpus": 0.5, "quota_us": 50000, "period_us": 100000, "file": "/sys/fs/cgroup/x/cpu.max", "version": 2}
+        | {"checked": ["/sys/fs/cgroup/x"]},
         usable=1,
         limited_by=["cgroup quota"],
     )
-    found = only(doctor.findings(f, pip), "cpu-oversubscribed")
+    found = only(judge(f, pip), "cpu-oversubscribed")
     assert "cgroup v2 CPU quota: 0.5 CPU(s) (50000/100000 us in /sys/fs/cgroup/x/cpu.max)" in found.evidence
     assert "torch.set_num_threads(1)" in found.fix and "DataLoader(num_workers=0)" in found.fix
     assert "the 0.5-CPU quota comes from the container's --cpus" in found.fix
@@ -618,7 +547,7 @@ def test_omp_num_threads_above_the_affinity_mask_injected(pip: VariantSpec) -> N
     f = cpu_box()
     f["cpu_limits"].update(affinity=[0], usable=1, limited_by=["affinity"], omp_num_threads=2)
     f["torch"]["num_threads"] = 1
-    found = only(doctor.findings(f, pip), "cpu-oversubscribed")
+    found = only(judge(f, pip), "cpu-oversubscribed")
     assert "OMP_NUM_THREADS=2" in found.cause
 
 
@@ -627,15 +556,15 @@ def test_affinity_mask_alone_is_followed_by_torch_injected(pip: VariantSpec) -> 
     f = cpu_box()
     f["cpu_limits"].update(affinity=[0], usable=1, limited_by=["affinity"])
     f["torch"]["num_threads"] = 1
-    assert doctor.findings(f, pip) == []
-    budget = doctor.cpu_budget(f)
+    assert judge(f, pip) == []
+    budget = doctor.cpu_budget(validated(f))
     assert (budget["usable"], budget["torch_threads"], budget["num_workers"]) == (1, 1, 0)
 
 
 def test_cpu_ranges_are_compact() -> None:
     f = cpu_box()
     f["cpu_limits"]["affinity"] = [0, 1, 2, 5, 7, 8]
-    assert "affinity mask: 6 CPU(s) [0-2,5,7-8]" in doctor.cpu_budget(f)["limits"]
+    assert "affinity mask: 6 CPU(s) [0-2,5,7-8]" in doctor.cpu_budget(validated(f))["limits"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,17 +573,20 @@ def test_cpu_ranges_are_compact() -> None:
 
 def test_a_failed_probe_is_unknown_not_a_finding_injected(pip: VariantSpec) -> None:
     f = cpu_box()
-    for key in ("cpu_limits", "shm", "libraries", "import_paths", "nvidia", "infiniband", "torchvision_build"):
+    for key in ("cpu_limits", "shm", "import_paths", "nvidia", "infiniband", "torchvision_build"):
         f[key] = {"error": "PermissionError: denied"}
-    assert doctor.findings(f, pip) == []
+    # "libraries" is not one probe: each of its parts is guarded on its own
+    for key in ("loaded", "ld_library_path"):
+        f["libraries"][key] = {"error": "PermissionError: denied"}
+    assert judge(f, pip) == []
 
 
 def test_render_and_report_injected(pip: VariantSpec) -> None:
     stack = spec.load(str(STACK))
     f = cpu_box()
     f["shm"] = {"size_mb": 64, "free_mb": 64}
-    found = doctor.findings(f, pip)
-    report = doctor.build_report(stack, pip, f, found, 4.2, ["torchenv", "doctor"])
+    found = judge(f, pip)
+    report = doctor.build_report(stack, pip, validated(f), found, 4.2, ["torchenv", "doctor"])
     assert report["schema"] == "torchenv.doctor/1" and report["healthy"] is False
     assert report["findings"][0]["id"] == "shm-too-small"
     assert report["cpu_budget"]["num_workers"] == 1
@@ -662,7 +594,7 @@ def test_render_and_report_injected(pip: VariantSpec) -> None:
     assert "[shm-too-small] users see: DataLoader worker (pid N) is killed by signal: Bus error" in text
     assert "    fix:   " in text and "UNHEALTHY: 1 problem(s) found (shm-too-small) in 4.2s" in text
     assert "-> torch.set_num_threads(2), DataLoader num_workers <= 1" in text
-    healthy = doctor.build_report(stack, pip, cpu_box(), [], 3.0, ["torchenv", "doctor"])
+    healthy = doctor.build_report(stack, pip, validated(cpu_box()), [], 3.0, ["torchenv", "doctor"])
     assert doctor.render(healthy).endswith("HEALTHY: no known breakage found (3.0s)")
 
 

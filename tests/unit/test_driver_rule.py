@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from torchenv.diagnose import doctor
 from torchenv.smoke import test_facts
 from torchenv.spec import compat
 from torchenv.spec import model as spec
 
 from ..conftest import REAL_STACK, STACK
-from .test_doctor import gpu_node
+from ..facts_fixture import gpu_node, judge, lib
 
 COMPAT_LIBCUDA = "/usr/local/cuda/compat/lib/libcuda.so.580.65.06"
 
@@ -32,7 +31,7 @@ def _case(driver: str, forward_compat: bool, torch_cuda: str) -> dict[str, Any]:
     libcuda = COMPAT_LIBCUDA if forward_compat else f"/usr/lib64/libcuda.so.{driver}"
     f["nvidia"] = {
         "kernel_module": driver,
-        "libcuda": {"realpath": libcuda, "file_version": libcuda.rsplit(".so.", 1)[1]},
+        "libcuda": lib(libcuda),
         "forward_compat": forward_compat,
     }
     return f
@@ -80,7 +79,7 @@ def test_check_and_doctor_agree_on_a_working_gpu_injected_driver_facts(
 ) -> None:
     variant = _pip_gpu()
     facts = _case(driver, forward_compat, torch_cuda)
-    doctor_says = "driver-too-old" in [f.id for f in doctor.findings(facts, variant)]
+    doctor_says = "driver-too-old" in [f.id for f in judge(facts, variant)]
     check_says = _run_check_driver_test(monkeypatch, variant, driver, forward_compat, torch_cuda)
     assert doctor_says == (check_says is not None), (doctor_says, check_says)
 

@@ -43,7 +43,7 @@ def _bench() -> dict[str, object]:
             meta={"torchenv_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00", "title": "torchenv bench"},
             spec={"path": "env/stack.toml", "origin": "repo", "variant": "pip", "hash": "abc"},
             facts={"python": {"version": "3.11.7"}, "packages": [{"name": "torch", "version": "2.14.1"}]},
-            device={"kind": "cpu", "name": "cpu"},
+            device={"kind": "cpu", "name": "cpu", "usable_cpus": 2},
             items=[Item("matmul.fp32", "matmul", "fp32 matmul", 51.0, "GFLOP/s", verdict="good")],
             raw={"matmul": []},
             seconds=2.0,

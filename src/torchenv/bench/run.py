@@ -108,11 +108,12 @@ def _gpu_util(raw: Mapping[str, object]) -> GpuUtil:
 def device_facts(torch: Torch, lib: object | None = None) -> DeviceFacts:
     """What the bench needs to know about where it runs: the device, its table entry, the link.
     ``lib``: the NVML library to use (``probe.nvidia.load_library()`` when None; tests give a fake)."""
+    from torchenv.probe import cpus
     from torchenv.probe import facts as facts_mod
 
-    limits = facts_mod.cpu_limits()
-    usable = limits.get("usable") or os.cpu_count() or 1
-    limited_by = limits.get("limited_by")
+    limits = cpus.cpu_limits()
+    usable = cpus.usable_cpus(limits)
+    limited_by = limits["limited_by"]
     cpu_model = facts_mod.cpu_facts().get("model")
     base: DeviceFacts = {
         "usable_cpus": int(usable),

@@ -14,6 +14,8 @@ from typing import Any
 
 from torchenv.spec import compat
 
+#: What a breakage's cause/fix templates read: check results, doctor's findings, JSON; each template
+#: picks its own keys and formats them, so the values stay Any (a str(), an f-string or a join apiece).
 Context = Mapping[str, Any]
 
 
@@ -82,7 +84,7 @@ def _mismatch_cause(ctx: Context) -> str:
     return f"torch {torch_v} and torchvision {vision_v} do not match{pair}"
 
 
-def _vision_cuda(value: Any) -> str:
+def _vision_cuda(value: object) -> str:
     """torchvision.version.cuda is an int like 13000 in some builds, a string in others."""
     text = str(value)
     if text.isdigit() and len(text) >= 4:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypedDict
+from typing import TypedDict
 
 #: Every check that needs ``import torch`` (smoke-suite check names; globs).
 TORCH_CHECKS = (
@@ -148,8 +148,14 @@ def ordered(causes: Iterable[Cause]) -> list[Cause]:
     return sorted(causes, key=lambda c: rank(c["key"]))
 
 
-def _key_of_check(check: Mapping[str, Any]) -> str:
-    diag = check.get("diagnosis") or {}
+def _diagnosis(check: Mapping[str, object]) -> Mapping[str, object]:
+    """A check result's diagnosis (a ``breakages.Diagnosis`` as a dict), empty when it has none."""
+    diag = check.get("diagnosis")
+    return diag if isinstance(diag, Mapping) else {}
+
+
+def _key_of_check(check: Mapping[str, object]) -> str:
+    diag = _diagnosis(check)
     if diag.get("id") == "missing-package":
         cause = str(diag.get("cause") or "")
         package = cause.removesuffix(" is not installed") if cause.endswith(" is not installed") else ""
@@ -158,11 +164,11 @@ def _key_of_check(check: Mapping[str, Any]) -> str:
 
 
 def for_check(
-    checks: Sequence[Mapping[str, Any]],
-    facts: Mapping[str, Any],
+    checks: Sequence[Mapping[str, object]],
+    facts: Mapping[str, object],
     *,
     torchvision_pinned: bool,
-    extra: Sequence[Mapping[str, Any]] = (),
+    extra: Sequence[Mapping[str, object]] = (),
 ) -> list[Cause]:
     """The root causes of a check run: its failed checks grouped by the cause their diagnoses name
     (each cause once, with its checks), what the facts show beside them (torchvision missing), and
@@ -189,7 +195,7 @@ def for_check(
         if check.get("outcome") != "failed":
             continue
         name = str(check["check"])
-        diag = check.get("diagnosis")
+        diag = _diagnosis(check)
         if not diag:
             key = f"check:{name}"
             found[key] = Cause(
@@ -235,7 +241,7 @@ def for_check(
     return ordered(found.values())
 
 
-def for_findings(findings: Sequence[Mapping[str, Any]]) -> list[Cause]:
+def for_findings(findings: Sequence[Mapping[str, object]]) -> list[Cause]:
     """doctor's findings as root causes: one per key (the first finding's cause and fix), in fix
     order, each with the checks of ``check`` it would explain (globs)."""
     found: dict[str, Cause] = {}

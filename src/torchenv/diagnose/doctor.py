@@ -24,17 +24,31 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, TypedDict, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from torchenv import __version__, safeio
-from torchenv.diagnose import breakages, causes
+from torchenv.diagnose import breakages, causes, explain
+from torchenv.probe import cpus
+from torchenv.probe.types import (
+    CgroupLimit,
+    CpuLimits,
+    CudaRuntimeFacts,
+    DoctorFacts,
+    GpuDevice,
+    LibEntry,
+    ProbeError,
+    ShadowFacts,
+    TorchFacts,
+)
 from torchenv.spec import compat, gpuarch
 from torchenv.spec.model import StackSpec, VariantSpec, python_matches, version_matches
 
 SCHEMA = "torchenv.doctor/1"
+T = TypeVar("T")
+S = TypeVar("S", bound=Mapping[str, object])
 
 #: Below this much free space in /dev/shm, DataLoader workers and NCCL run out (Docker and
 #: Kubernetes give 64 MB by default; NCCL's own container advice is at least --shm-size=1g).
@@ -45,6 +59,47 @@ _EXAMPLE_BATCH_MB = 32 * 3 * 224 * 224 * 4 / 2**20
 _PREFETCH = 2  # DataLoader's default prefetch_factor
 _CONSUMER_GPU = re.compile(r"GeForce|TITAN", re.IGNORECASE)
 _GLIBCXX_NEEDED = re.compile(r"version `(GLIBCXX|CXXABI)_([\d.]+)' not found(?: \(required by ([^)]+)\))?")
+
+
+class FindingDict(TypedDict):
+    id: str
+    symptom: str
+    cause: str
+    fix: str
+    evidence: list[str]
+    key: str
+    explains: list[str]
+
+
+class ReportSpec(TypedDict):
+    path: str
+    origin: str
+    variant: str
+    hash: str
+
+
+class CpuBudget(TypedDict):
+    usable: int
+    limited_by: list[str]
+    torch_threads: int
+    num_workers: int
+    limits: list[str]
+
+
+class DoctorReport(TypedDict):
+    """``torchenv doctor --json`` (schema torchenv.doctor/1)."""
+
+    schema: str
+    torchenv_version: str
+    created: str
+    command: list[str]
+    spec: ReportSpec
+    healthy: bool
+    findings: list[FindingDict]
+    causes: list[causes.Cause]
+    cpu_budget: CpuBudget
+    seconds: float
+    facts: DoctorFacts
 
 
 @dataclass(frozen=True)
@@ -59,7 +114,7 @@ class Finding:
     evidence: tuple[str, ...] = field(default=())
     key: str = ""  # the root cause it is (causes.cause_key); "" = the breakage id
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FindingDict:
         from torchenv.diagnose import causes
 
         key = self.key or self.id
@@ -80,7 +135,7 @@ def _finding(
     *,
     cause: str | None = None,
     fix: str | None = None,
-    ctx: Mapping[str, Any] | None = None,
+    ctx: breakages.Context | None = None,
     key: str = "",
 ) -> Finding:
     full = {**(ctx or {})}
@@ -96,27 +151,38 @@ def _finding(
 # Reading the facts (a probe that failed is {"error": ...}; treat it as unknown)
 
 
-def _section(facts: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = facts.get(key)
-    return value if isinstance(value, dict) and "error" not in value else {}
+def _torch(facts: DoctorFacts) -> TorchFacts:
+    return facts["torch"]
 
 
-def _sub(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = mapping.get(key)
-    return value if isinstance(value, dict) else {}
+def _runtime(facts: DoctorFacts) -> CudaRuntimeFacts | None:
+    torch_f = facts["torch"]
+    return None if "error" in torch_f else torch_f.get("cuda_runtime")
 
 
-def _torch(facts: Mapping[str, Any]) -> dict[str, Any]:
-    return _section(facts, "torch")
+def _devices(facts: DoctorFacts) -> list[GpuDevice]:
+    runtime = _runtime(facts)
+    return list(runtime["devices"]) if runtime else []
 
 
-def _runtime(facts: Mapping[str, Any]) -> dict[str, Any]:
-    runtime = _torch(facts).get("cuda_runtime")
-    return runtime if isinstance(runtime, dict) and "error" not in runtime else {}
+def _ok(section: S) -> S | None:
+    """The section, or None where its probe failed (then it holds only ``error``)."""
+    return None if "error" in section else section
 
 
-def _devices(facts: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list(_runtime(facts).get("devices") or [])
+def _listed(value: list[T] | ProbeError) -> list[T]:
+    """A list-valued probe's entries; none when it failed."""
+    return value if isinstance(value, list) else []
+
+
+def _loaded(facts: DoctorFacts, name: Literal["libstdc++", "libcuda", "libcudnn", "libnccl"]) -> list[str]:
+    """The paths of ``name`` this process mapped (none when /proc/self/maps could not be read)."""
+    loaded = _ok(facts["libraries"]["loaded"])
+    return list(loaded.get(name) or []) if loaded else []
+
+
+def _lib(entry: LibEntry | None) -> LibEntry | None:
+    return entry if entry is not None and "error" not in entry else None
 
 
 def _version(text: str | None) -> Version | None:
@@ -149,7 +215,7 @@ def _rebuild(variant: VariantSpec) -> str:
 # The rules. Each takes the facts and the variant and returns findings; none touches the system.
 
 
-def rule_torch_import(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_torch_import(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """torch cannot be imported at all: name the known breakage behind the error if there is one."""
     torch_f = facts.get("torch")
     if not isinstance(torch_f, dict) or "error" not in torch_f:
@@ -162,8 +228,8 @@ def rule_torch_import(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fi
                 "missing-package",
                 evidence,
                 ctx={"package": "torch"},
-                cause=f"torch is not installed in this environment ({_section(facts, 'python').get('prefix', '?')}), "
-                f"run by {_section(facts, 'python').get('executable', '?')}",
+                cause=f"torch is not installed in this environment ({facts['python'].get('prefix', '?')}), "
+                f"run by {facts['python'].get('executable', '?')}",
                 fix=f"run doctor with the environment's own python, or {_rebuild(variant)}",
                 key="missing:torch",
             )
@@ -176,22 +242,24 @@ def rule_torch_import(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fi
     return [_finding("torch-import-fails", evidence, cause=f"import torch raises {error}", fix=_rebuild(variant))]
 
 
-def _outside_source(path: str, facts: Mapping[str, Any]) -> tuple[str, str] | None:
+def _outside_source(path: str, facts: DoctorFacts) -> tuple[str, str] | None:
     """Where a module outside the environment comes from: ("PYTHONPATH", entry) or ("user site", path)."""
-    paths = _section(facts, "import_paths")
-    for entry in paths.get("pythonpath") or []:
-        if _under(path, [entry.get("entry", "")]):
+    paths = _ok(facts["import_paths"])
+    if paths is None:
+        return None
+    for entry in paths["pythonpath"]:
+        if _under(path, [entry["entry"]]):
             return "PYTHONPATH", entry["entry"]
-    user = paths.get("user_site") or {}
-    if user.get("path") and _under(path, [user["path"]]):
-        return "user site", user["path"]
+    user_path = paths["user_site"]["path"]
+    if user_path and _under(path, [user_path]):
+        return "user site", user_path
     return None
 
 
-def rule_torch_location(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_torch_location(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """torch.__file__ outside the environment: the torch that runs is not the one that was built."""
     torch_file = _torch(facts).get("file")
-    paths = _section(facts, "import_paths")
+    paths = facts["import_paths"]
     env_site = list(paths.get("env_site") or [])
     if not torch_file or not env_site or _under(torch_file, env_site):
         return []
@@ -221,7 +289,7 @@ def rule_torch_location(facts: Mapping[str, Any], variant: VariantSpec) -> list[
     ]
 
 
-def rule_versions(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_versions(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """The environment holds what the spec says (torch, torchvision, Python, CUDA build)."""
     torch_f = _torch(facts)
     if not torch_f.get("version"):
@@ -230,7 +298,7 @@ def rule_versions(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findin
     diffs: list[str] = []
     if not version_matches(variant.torch, torch_f["version"]):
         diffs.append(f"torch {torch_f['version']} (the spec says {variant.torch})")
-    vision = _section(facts, "torchvision_build")
+    vision = facts["torchvision_build"]
     vision_version = vision.get("build_version") or vision.get("dist_version")
     if (
         variant.torchvision
@@ -239,7 +307,7 @@ def rule_versions(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findin
         and not version_matches(variant.torchvision, vision_version)
     ):
         diffs.append(f"torchvision {vision_version} (the spec says {variant.torchvision})")
-    py = str(_section(facts, "python").get("version") or "")
+    py = str(facts["python"].get("version") or "")
     if py and not python_matches(variant.python, tuple(int(p) for p in py.split(".")[:3] if p.isdigit())):
         diffs.append(f"Python {py} (the spec says {variant.python})")
     have_cuda, want_cuda = torch_f.get("cuda"), variant.build.cuda
@@ -263,7 +331,7 @@ def rule_versions(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findin
     return out
 
 
-def _cpu_torch_gpu_promised(facts: Mapping[str, Any], variant: VariantSpec) -> Finding:
+def _cpu_torch_gpu_promised(facts: DoctorFacts, variant: VariantSpec) -> Finding:
     torch_f = _torch(facts)
     env = facts.get("env") or {}
     evidence = [
@@ -291,10 +359,10 @@ def _cpu_torch_gpu_promised(facts: Mapping[str, Any], variant: VariantSpec) -> F
     return _finding("cpu-torch-gpu-promised", evidence, cause=cause, fix=fix)
 
 
-def rule_torchvision(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_torchvision(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """torch and torchvision built for each other (release pair, and CPU vs CUDA build)."""
     torch_f = _torch(facts)
-    vision = _section(facts, "torchvision_build")
+    vision = facts["torchvision_build"]
     if not torch_f.get("version") or not vision.get("installed"):
         return []
     torch_v = str(torch_f["version"])
@@ -336,7 +404,7 @@ def rule_torchvision(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fin
     return [_finding("torch-torchvision-mismatch", reasons, ctx=ctx)]
 
 
-def rule_gpu_arch(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_gpu_arch(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Each visible GPU runs code from this build (SASS for it, compatible SASS, or PTX)."""
     archs = list(_torch(facts).get("arch_list") or [])
     out: list[Finding] = []
@@ -373,17 +441,17 @@ def rule_gpu_arch(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findin
     return out
 
 
-def rule_driver(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_driver(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """The driver is new enough for the build's CUDA; forward compatibility only where it works."""
     torch_f = _torch(facts)
     runtime = _runtime(facts)
-    nvidia = _section(facts, "nvidia")
+    nvidia = facts["nvidia"]
     cuda = torch_f.get("cuda")
-    if not cuda:
+    if not cuda or runtime is None:
         return []
     driver = runtime.get("driver") or nvidia.get("kernel_module")
     reason = str(runtime.get("reason") or "")
-    libcuda = nvidia.get("libcuda") or {}
+    libcuda: LibEntry | dict[str, str] = nvidia.get("libcuda") or {}
     evidence = [f"torch {torch_f.get('version')} is built with CUDA {cuda}"]
     if driver:
         evidence.append(f"NVIDIA driver (kernel module): {driver}")
@@ -449,11 +517,11 @@ def rule_driver(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]
     return []
 
 
-def rule_no_gpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_no_gpu(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """The variant promises a GPU, torch is a CUDA build, and CUDA is not usable here."""
     torch_f = _torch(facts)
     runtime = _runtime(facts)
-    if not (variant.promises.gpu and torch_f.get("cuda")) or not runtime or runtime.get("available"):
+    if not (variant.promises.gpu and torch_f.get("cuda")) or runtime is None or runtime.get("available"):
         return []
     reason = str(runtime.get("reason") or "no device found")
     known = breakages.match(reason)
@@ -478,23 +546,21 @@ def rule_no_gpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]
     ]
 
 
-def _cudnn_tuple(text: Any) -> tuple[int, ...] | None:
+def _cudnn_tuple(text: object) -> tuple[int, ...] | None:
     parts = str(text or "").split(".")
     return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else None
 
 
-def rule_cudnn(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_cudnn(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """The cuDNN loaded at run time is the one torch was compiled against (same major, not older)."""
     torch_f = _torch(facts)
-    cudnn = _sub(torch_f, "cudnn")
+    cudnn = torch_f.get("cudnn")
     if not torch_f.get("cuda") or not cudnn:
         return []
-    libs = _section(facts, "libraries")
-    loaded = list((libs.get("loaded") or {}).get("libcudnn") or [])
+    libs = facts["libraries"]
+    loaded = _loaded(facts, "libcudnn")
     on_path = [
-        (e["entry"], e["libs"]["libcudnn"]["realpath"])
-        for e in libs.get("ld_library_path") or []
-        if "libcudnn" in (e.get("libs") or {})
+        (e["entry"], lib["realpath"]) for e in _listed(libs["ld_library_path"]) if (lib := e["libs"].get("libcudnn"))
     ]
     evidence = [f"libcudnn loaded from {p}" for p in loaded] + [
         f"LD_LIBRARY_PATH entry {entry} holds {real}" for entry, real in on_path
@@ -532,15 +598,15 @@ def rule_cudnn(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
     return []
 
 
-def _shm(facts: Mapping[str, Any]) -> tuple[int, int] | None:
-    shm = _section(facts, "shm")
+def _shm(facts: DoctorFacts) -> tuple[int, int] | None:
+    shm = facts["shm"]
     if not isinstance(shm.get("size_mb"), int) or not isinstance(shm.get("free_mb"), int):
         return None
     return int(shm["size_mb"]), int(shm["free_mb"])
 
 
-def _shm_fix(facts: Mapping[str, Any]) -> str:
-    container = _section(facts, "container")
+def _shm_fix(facts: DoctorFacts) -> str:
+    container = facts["container"]
     if container.get("kubernetes"):
         return "mount an emptyDir volume with medium: Memory (sizeLimit: 8Gi) at /dev/shm in the pod spec"
     if container.get("apptainer"):
@@ -551,20 +617,20 @@ def _shm_fix(facts: Mapping[str, Any]) -> str:
     return "start the container with --ipc=host (or --shm-size=8g): docker run --ipc=host ..."
 
 
-def rule_shm(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_shm(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """/dev/shm big and free enough for DataLoader workers (Docker gives 64 MB)."""
     shm = _shm(facts)
     if shm is None or shm[1] >= SHM_MIN_MB:
         return []
     size, free = shm
-    workers = max(_budget_usable(facts) - 1, 1)
+    workers = max(cpu_budget(facts)["usable"] - 1, 1)
     need = workers * _PREFETCH * _EXAMPLE_BATCH_MB
     evidence = [
         f"/dev/shm: {size} MB, {free} MB free (doctor wants at least {SHM_MIN_MB} MB free)",
         f"a batch of 32 RGB 224x224 float32 images is {_EXAMPLE_BATCH_MB:.1f} MB; with num_workers={workers} and "
         f"prefetch_factor={_PREFETCH}, about {need:.0f} MB sit in /dev/shm at once",
     ]
-    container = _section(facts, "container")
+    container = facts["container"]
     kinds = [k for k in ("docker", "podman", "kubernetes", "apptainer") if container.get(k)]
     if kinds:
         evidence.append(f"running in a container ({', '.join(kinds)})")
@@ -585,12 +651,12 @@ def rule_shm(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
     return [_finding("shm-too-small", evidence, ctx={"shm_mb": size}, cause=cause, fix=fix)]
 
 
-def rule_nccl(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_nccl(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """NCCL present in a GPU build, and not pushed onto sockets or out of shared memory."""
     torch_f = _torch(facts)
     if not torch_f.get("cuda"):
         return []
-    nccl = _sub(torch_f, "nccl")
+    nccl = torch_f["nccl"]  # a CUDA build's facts (checked above) always hold it
     devices = _devices(facts)
     if not nccl.get("available"):
         if variant.promises.gpu or devices:
@@ -610,7 +676,7 @@ def rule_nccl(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
         return []
     out: list[Finding] = []
     env = facts.get("env") or {}
-    ib = _section(facts, "infiniband")
+    ib = facts["infiniband"]
     hcas = list(ib.get("devices") or [])
     if hcas:
         evidence = [f"InfiniBand adapters on the host: {', '.join(hcas)}", f"NCCL {nccl.get('version', '?')}"]
@@ -656,10 +722,12 @@ def rule_nccl(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
     return out
 
 
-def rule_user_site(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_user_site(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Packages in the user site (~/.local) reach the environment (Apptainer mounts $HOME)."""
-    paths = _section(facts, "import_paths")
-    user = paths.get("user_site") or {}
+    paths = _ok(facts["import_paths"])
+    if paths is None:
+        return []
+    user = paths["user_site"]
     if not (user.get("enabled") and user.get("on_sys_path") and (user.get("modules") or user.get("dists"))):
         return []
     env_versions = paths.get("env_versions") or {}
@@ -671,7 +739,7 @@ def rule_user_site(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findi
     shadows = list(user.get("shadows") or [])
     if shadows:
         evidence.append(f"modules found in the user site before the environment: {', '.join(shadows)}")
-    container = _section(facts, "container")
+    container = facts["container"]
     fix = "export PYTHONNOUSERSITE=1 before starting Python"
     if container.get("apptainer"):
         fix += " (apptainer exec --env PYTHONNOUSERSITE=1 ..., or run with --no-home)"
@@ -688,14 +756,14 @@ def rule_user_site(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findi
     ]
 
 
-def rule_pythonpath(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_pythonpath(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """PYTHONPATH folders that shadow the environment's packages or hold installed packages.
 
     A folder of the user's own code (no installed packages, nothing the environment also has) is
     fine. torchenv itself is left out: running doctor from a torchenv checkout is how it is
     developed, and it is the one package whose origin doctor knows.
     """
-    paths = _section(facts, "import_paths")
+    paths = facts["import_paths"]
     env_versions = paths.get("env_versions") or {}
     entries = list(paths.get("pythonpath") or [])
     leaking: list[str] = []
@@ -727,22 +795,22 @@ def rule_pythonpath(facts: Mapping[str, Any], variant: VariantSpec) -> list[Find
     ]
 
 
-def rule_glibcxx(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_glibcxx(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """libstdc++ mixing through LD_LIBRARY_PATH ("GLIBCXX_... not found")."""
-    libs = _section(facts, "libraries")
-    entries = [e for e in libs.get("ld_library_path") or [] if "libstdc++.so.6" in (e.get("libs") or {})]
-    torch_error = str((facts.get("torch") or {}).get("error") or "")
+    libs = facts["libraries"]
+    entries = [e for e in _listed(libs["ld_library_path"]) if "libstdc++.so.6" in e["libs"]]
+    torch_error = str(facts["torch"].get("error") or "")
     needed = _GLIBCXX_NEEDED.search(torch_error)
     if not entries and not needed:
         return []
-    loaded_paths = list((libs.get("loaded") or {}).get("libstdc++") or [])
-    loaded = libs.get("loaded_libstdcxx") if isinstance(libs.get("loaded_libstdcxx"), dict) else None
-    default = libs.get("default_libstdcxx") if isinstance(libs.get("default_libstdcxx"), dict) else None
+    loaded_paths = _loaded(facts, "libstdc++")
+    loaded = _lib(libs["loaded_libstdcxx"])
+    default = _lib(libs["default_libstdcxx"])
     reference = loaded or default
     evidence: list[str] = []
     culprits: list[str] = []
     for entry in entries:
-        lib = entry["libs"]["libstdc++.so.6"]
+        lib = entry["libs"]["libstdc++.so.6"]  # entries hold it (filtered above)
         if reference is not None and lib.get("realpath") == reference.get("realpath") and not needed:
             continue
         culprits.append(entry["entry"])
@@ -751,7 +819,9 @@ def rule_glibcxx(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding
             f"(newest symbol version GLIBCXX_{lib.get('glibcxx') or '?'})"
         )
     if loaded_paths:
-        evidence.append(f"this process loaded {loaded_paths[0]} (GLIBCXX_{(loaded or {}).get('glibcxx') or '?'})")
+        evidence.append(
+            f"this process loaded {loaded_paths[0]} (GLIBCXX_{(loaded.get('glibcxx') if loaded else None) or '?'})"
+        )
     if default is not None:
         evidence.append(
             f"without LD_LIBRARY_PATH the loader finds {default['realpath']} (GLIBCXX_{default.get('glibcxx') or '?'})"
@@ -772,13 +842,15 @@ def rule_glibcxx(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding
     else:
         assert first is not None
         lib = next(e for e in entries if e["entry"] == first)["libs"]["libstdc++.so.6"]
+        ref_path = reference["realpath"] if reference else "?"
+        ref_glibcxx = (reference.get("glibcxx") if reference else None) or "?"
         cause = (
             f"LD_LIBRARY_PATH puts a second libstdc++ in reach ({lib.get('realpath')}, up to GLIBCXX_"
-            f"{lib.get('glibcxx') or '?'}) beside the one this process uses ({(reference or {}).get('realpath', '?')}, "
-            f"up to GLIBCXX_{(reference or {}).get('glibcxx') or '?'}): a library or child process that resolves it "
+            f"{lib.get('glibcxx') or '?'}) beside the one this process uses ({ref_path}, "
+            f"up to GLIBCXX_{ref_glibcxx}): a library or child process that resolves it "
             "first gets the other build, and whatever needs a newer GLIBCXX fails to load"
         )
-    all_entries = [e.get("entry") for e in libs.get("ld_library_path") or []]
+    all_entries = [e["entry"] for e in _listed(libs["ld_library_path"])]
     keep = [e for e in all_entries if e and e not in culprits]
     fix = (
         (f"export LD_LIBRARY_PATH={':'.join(keep)}" if keep else "unset LD_LIBRARY_PATH")
@@ -789,45 +861,47 @@ def rule_glibcxx(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding
     return [_finding("glibcxx-mix", evidence, cause=cause, fix=fix)]
 
 
-def _budget_usable(facts: Mapping[str, Any]) -> int:
-    limits = _section(facts, "cpu_limits")
-    usable = limits.get("usable")
-    return int(usable) if isinstance(usable, int) and usable > 0 else 1
+def _cgroup_cpus(limits: CpuLimits | None) -> tuple[float, CgroupLimit] | None:
+    """The cgroup quota (CPUs) and where it was read, when one limits the process."""
+    cgroup = limits["cgroup"] if limits else None
+    cpus = cgroup.get("cpus") if cgroup else None
+    return (cpus, cgroup) if cgroup is not None and isinstance(cpus, float) else None
 
 
-def cpu_budget(facts: Mapping[str, Any]) -> dict[str, Any]:
+def cpu_budget(facts: DoctorFacts) -> CpuBudget:
     """The CPUs this job may use and the numbers to give torch and the DataLoader (always shown)."""
-    limits = _section(facts, "cpu_limits")
-    usable = _budget_usable(facts)
+    limits = _ok(facts["cpu_limits"])
+    usable = cpus.usable_cpus(limits) if limits else 1
     lines: list[str] = []
-    if limits.get("cpu_count"):
+    if limits and limits["cpu_count"]:
         lines.append(f"os.cpu_count() = {limits['cpu_count']} (every CPU of the machine)")
-    affinity = limits.get("affinity")
+    affinity = limits["affinity"] if limits else None
     if isinstance(affinity, list):
         lines.append(f"affinity mask: {len(affinity)} CPU(s) [{_ranges(affinity)}]")
-    cgroup = _sub(limits, "cgroup")
-    if isinstance(cgroup.get("cpus"), float):
+    quota = _cgroup_cpus(limits)
+    if quota is not None:
+        cgroup = quota[1]
         lines.append(
-            f"cgroup v{cgroup.get('version')} CPU quota: {cgroup['cpus']:g} CPU(s) "
+            f"cgroup v{cgroup.get('version')} CPU quota: {quota[0]:g} CPU(s) "
             f"({cgroup.get('quota_us')}/{cgroup.get('period_us')} us in {cgroup.get('file')})"
         )
     else:
         lines.append("cgroup CPU quota: none")
-    slurm = limits.get("slurm_cpus_per_task")
+    slurm = limits["slurm_cpus_per_task"] if limits else None
     lines.append(f"SLURM_CPUS_PER_TASK = {slurm}" if slurm else "SLURM_CPUS_PER_TASK: not set")
     return {
         "usable": usable,
-        "limited_by": list(limits.get("limited_by") or []),
+        "limited_by": list(limits["limited_by"]) if limits else [],
         "torch_threads": usable,
         "num_workers": max(usable - 1, 0),
         "limits": lines,
     }
 
 
-def rule_cpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_cpu(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """torch threads and DataLoader workers fit the CPUs the job really has."""
-    limits = _section(facts, "cpu_limits")
-    if not limits.get("usable"):
+    limits = _ok(facts["cpu_limits"])
+    if limits is None or not limits["usable"]:
         return []
     budget = cpu_budget(facts)
     usable = budget["usable"]
@@ -836,11 +910,10 @@ def rule_cpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
     threads = torch_f.get("num_threads")
     if isinstance(threads, int) and threads > usable:
         over.append(f"torch.get_num_threads() = {threads}")
-    for key, name in (("omp_num_threads", "OMP_NUM_THREADS"), ("mkl_num_threads", "MKL_NUM_THREADS")):
-        value = limits.get(key)
+    for value, name in ((limits["omp_num_threads"], "OMP_NUM_THREADS"), (limits["mkl_num_threads"], "MKL_NUM_THREADS")):
         if isinstance(value, int) and value > usable:
             over.append(f"{name}={value}")
-    affinity = limits.get("affinity")
+    affinity = limits["affinity"]
     if isinstance(affinity, list) and len(affinity) > usable:
         over.append(
             f"the DataLoader's own check allows len(os.sched_getaffinity(0)) = {len(affinity)} workers before it warns"
@@ -855,11 +928,10 @@ def rule_cpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
         "Compute them from the job, not os.cpu_count(): "
         "n = len(os.sched_getaffinity(0)), capped by int(os.environ.get('SLURM_CPUS_PER_TASK', n)) and the cgroup quota"
     )
-    cgroup = _sub(limits, "cgroup")
-    if "cgroup quota" in budget["limited_by"] and isinstance(cgroup.get("cpus"), float):
+    quota = _cgroup_cpus(limits)
+    if "cgroup quota" in budget["limited_by"] and quota is not None:
         fix += (
-            f"; the {cgroup['cpus']:g}-CPU quota comes from the container's --cpus or the job's cgroup: "
-            "raise it to use more"
+            f"; the {quota[0]:g}-CPU quota comes from the container's --cpus or the job's cgroup: raise it to use more"
         )
     return [
         _finding(
@@ -877,17 +949,22 @@ def rule_cpu(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
 # rule names the public issue that shows the breakage (docs/breakages.md has them all).
 
 
-def rule_shadowing(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_shadowing(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """A torch.py / torchvision.py / numpy.py / torch/ in the working folder, or the PyTorch source
     tree as the working folder (pytorch/pytorch#36042, #574, #62470). Found from the paths alone:
     the shadowing file is never imported."""
-    shadow = _section(facts, "shadowing")
+    return _shadow_findings(facts["shadowing"])
+
+
+def _shadow_findings(shadow: ShadowFacts) -> list[Finding]:
     cwd = str(shadow.get("cwd") or "")
     out: list[Finding] = []
     tree = shadow.get("source_tree")
     if isinstance(tree, dict) and tree.get("root"):
         root = str(tree["root"])
-        installed = (_sub(_sub(shadow, "modules"), "torch").get("installed") or {}).get("path")
+        torch_entry = (shadow.get("modules") or {}).get("torch")
+        torch_origin = torch_entry["installed"] if torch_entry else None
+        installed = torch_origin["path"] if torch_origin else None
         out.append(
             _finding(
                 "torch-source-tree",
@@ -905,15 +982,16 @@ def rule_shadowing(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findi
                 key="shadowed:torch",
             )
         )
-    modules = _sub(shadow, "modules")
+    modules = shadow.get("modules") or {}
     for name in ("torch", "torchvision", "numpy"):
-        entry = _sub(modules, name)
-        found = entry.get("shadow")
-        if not isinstance(found, dict) or (name == "torch" and out):
+        entry = modules.get(name)
+        found = entry["shadow"] if entry else None
+        if found is None or (name == "torch" and out):
             continue
         path = str(found.get("path"))
         rel = "./" + os.path.relpath(path, cwd) + ("/" if found.get("kind") == "package" else "") if cwd else path
-        installed = (entry.get("installed") or {}).get("path")
+        origin = entry["installed"] if entry else None
+        installed = origin["path"] if origin else None
         stem = os.path.basename(path.rstrip("/"))
         new = f"my_{stem}"
         out.append(
@@ -935,7 +1013,7 @@ def rule_shadowing(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findi
     return out
 
 
-def _installed(facts: Mapping[str, Any]) -> dict[str, str]:
+def _installed(facts: DoctorFacts) -> dict[str, str]:
     return {
         str(p.get("name", "")).lower().replace("_", "-"): str(p.get("version", ""))
         for p in facts.get("packages") or []
@@ -943,7 +1021,7 @@ def _installed(facts: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def rule_promised_packages(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_promised_packages(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """What the variant promises is installed: torchvision when it is pinned, and the packages list
     (the same judgement as check's facts.promised_packages). Skipped when nothing is known."""
     have = _installed(facts)
@@ -959,8 +1037,7 @@ def rule_promised_packages(facts: Mapping[str, Any], variant: VariantSpec) -> li
                     "no torchvision distribution is installed"
                 ],
                 ctx={"package": "torchvision", "where": "torchvision"},
-                cause="torchvision is not installed in this environment "
-                f"({_section(facts, 'python').get('prefix', '?')})",
+                cause=f"torchvision is not installed in this environment ({facts['python'].get('prefix', '?')})",
                 fix=f"pip install 'torchvision=={variant.torchvision}' from the same index as torch, "
                 f"or {_rebuild(variant)}",
                 key="missing:torchvision",
@@ -982,7 +1059,7 @@ def rule_promised_packages(facts: Mapping[str, Any], variant: VariantSpec) -> li
     return out
 
 
-def rule_nccl_wheels(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_nccl_wheels(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Two NCCL wheels at once (nvidia-nccl-cu12 beside -cu13): torch may load the wrong libnccl
     ("undefined symbol: ncclCommRegister", pytorch/pytorch#119932, #186591)."""
     have = _installed(facts)
@@ -1007,11 +1084,13 @@ def rule_nccl_wheels(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fin
     ]
 
 
-def rule_ngc_torch_replaced(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_ngc_torch_replaced(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """pip's constraint file (NGC: /etc/pip/constraint.txt) pins torch, and another torch is
     installed: a pip install bypassed it and replaced the image's build."""
-    constraint = _section(facts, "pip_constraint")
-    pins = _sub(constraint, "pins")
+    constraint = facts["pip_constraint"]
+    if constraint is None or "error" in constraint:
+        return []
+    pins = constraint["pins"]
     have = _installed(facts)
     torch_v = str(_torch(facts).get("version") or have.get("torch") or "")
     out: list[Finding] = []
@@ -1047,12 +1126,12 @@ def _argv_nv_after_image(argv: Sequence[str]) -> str | None:
     return explain.nv_after_image(argv)
 
 
-def rule_kernel_nv(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_kernel_nv(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Jupyter kernels that start Apptainer with --nv after the image (the kernel never starts)."""
     out: list[Finding] = []
-    for spec in facts.get("kernelspecs") or []:
-        argv = spec.get("argv") if isinstance(spec, dict) else None
-        if not isinstance(argv, list):
+    for spec in _listed(facts["kernelspecs"]):
+        argv = spec.get("argv")
+        if argv is None:
             continue
         image = _argv_nv_after_image(argv)
         if image is None:
@@ -1079,7 +1158,7 @@ def _interfaces_wanted(value: str) -> tuple[bool, bool, list[str]]:
     return exclude, exact, [p for p in body.split(",") if p]
 
 
-def rule_nccl_ifname(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_nccl_ifname(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """NCCL_SOCKET_IFNAME names interfaces this node lacks (NCCL fails or falls back, NVIDIA/nccl#1837)."""
     value = str((facts.get("env") or {}).get("NCCL_SOCKET_IFNAME") or "")
     ifaces = facts.get("net_interfaces")
@@ -1105,9 +1184,9 @@ def rule_nccl_ifname(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fin
     ]
 
 
-def rule_cuda_visible(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_cuda_visible(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """CUDA_VISIBLE_DEVICES lists GPU indices this node does not have ("invalid device ordinal")."""
-    visible = _section(facts, "cuda_visible")
+    visible = facts["cuda_visible"]
     value, node = visible.get("value"), visible.get("node_gpus")
     if value is None or not isinstance(node, int) or node == 0:
         return []
@@ -1130,7 +1209,7 @@ def rule_cuda_visible(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fi
     ]
 
 
-def rule_ld_preload(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_ld_preload(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """LD_PRELOAD names libraries that do not exist here: every process prints a loader error and
     runs without them (a tcmalloc or NCCL plugin missing changes behaviour silently)."""
     entries = [e for e in facts.get("ld_preload") or [] if isinstance(e, dict)]
@@ -1150,7 +1229,7 @@ def rule_ld_preload(facts: Mapping[str, Any], variant: VariantSpec) -> list[Find
     ]
 
 
-def rule_cache_dirs(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_cache_dirs(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """The folders torch.compile, Triton and torch.hub write to are usable, and compiled code can be
     loaded from them (noexec mounts: pytorch/pytorch#123054)."""
     out: list[Finding] = []
@@ -1189,12 +1268,14 @@ NOFILE_MIN = 4096
 NPROC_MIN = 1024
 
 
-def rule_limits(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_limits(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Process limits the job runs under: open files (DataLoader, pytorch/pytorch#973), processes
     and threads (RLIMIT_NPROC), locked memory where InfiniBand is present (NCCL)."""
-    limits = _section(facts, "limits")
+    limits = _ok(facts["limits"])
+    if limits is None:
+        return []
     out: list[Finding] = []
-    nofile = _sub(limits, "nofile")
+    nofile = limits["nofile"]
     soft, hard = nofile.get("soft"), nofile.get("hard")
     if isinstance(soft, int) and soft < NOFILE_MIN:
         raise_to = "unlimited" if hard is None else str(hard)
@@ -1213,9 +1294,9 @@ def rule_limits(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]
                 + "; or torch.multiprocessing.set_sharing_strategy('file_system')",
             )
         )
-    nproc = _sub(limits, "nproc")
+    nproc = limits["nproc"]
     soft, hard = nproc.get("soft"), nproc.get("hard")
-    if isinstance(soft, int) and soft < NPROC_MIN and _section(facts, "platform").get("uid") != 0:
+    if isinstance(soft, int) and soft < NPROC_MIN and facts["platform"].get("uid") != 0:
         out.append(
             _finding(
                 "process-limit",
@@ -1230,9 +1311,9 @@ def rule_limits(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]
                 "limit), and cap threads with OMP_NUM_THREADS",
             )
         )
-    memlock = _sub(limits, "memlock")
+    memlock = limits["memlock"]
     soft = memlock.get("soft")
-    hcas = list(_section(facts, "infiniband").get("devices") or [])
+    hcas = list(facts["infiniband"].get("devices") or [])
     if hcas and isinstance(soft, int) and soft < 2**40:
         out.append(
             _finding(
@@ -1247,7 +1328,7 @@ def rule_limits(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]
     return out
 
 
-def rule_install_leftovers(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_install_leftovers(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """~xxx folders an interrupted pip left in site-packages."""
     leftovers = [e for e in facts.get("install_leftovers") or [] if isinstance(e, dict)]
     if not leftovers:
@@ -1276,7 +1357,7 @@ _DEBUG_ENV = {
 }
 
 
-def rule_debug_env(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_debug_env(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     env = facts.get("env") or {}
     on = [k for k in _DEBUG_ENV if str(env.get(k, "")).strip() not in ("", "0")]
     if not on:
@@ -1292,8 +1373,8 @@ def rule_debug_env(facts: Mapping[str, Any], variant: VariantSpec) -> list[Findi
     ]
 
 
-def rule_cuda_home(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
-    home = _section(facts, "cuda_home")
+def rule_cuda_home(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
+    home = facts["cuda_home"]
     if not home or (home.get("exists") and home.get("nvcc")):
         return []
     what = "does not exist" if not home.get("exists") else "has no bin/nvcc"
@@ -1326,7 +1407,7 @@ _ALLOC_KEYS = {
 }
 
 
-def rule_alloc_conf(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_alloc_conf(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """PYTORCH_CUDA_ALLOC_CONF is parsed at the first CUDA allocation: an unknown key or a
     malformed pair raises there, long after start-up."""
     value = str((facts.get("env") or {}).get("PYTORCH_CUDA_ALLOC_CONF") or "")
@@ -1352,12 +1433,12 @@ def rule_alloc_conf(facts: Mapping[str, Any], variant: VariantSpec) -> list[Find
     ]
 
 
-def rule_enroot_infiniband(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_enroot_infiniband(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Inside an enroot/pyxis container on a node with HCAs (sysfs shows the host's), no
     /dev/infiniband: enroot's 99-mellanox hook ran with MELLANOX_VISIBLE_DEVICES unset or none
     (NVIDIA/enroot conf/hooks/99-mellanox.sh), so NCCL will use sockets."""
-    container = _section(facts, "container")
-    ib = _section(facts, "infiniband")
+    container = facts["container"]
+    ib = facts["infiniband"]
     if not container.get("enroot") or not ib.get("devices") or ib.get("dev_infiniband") is not False:
         return []
     value = str((facts.get("env") or {}).get("MELLANOX_VISIBLE_DEVICES") or "")
@@ -1377,11 +1458,11 @@ def rule_enroot_infiniband(facts: Mapping[str, Any], variant: VariantSpec) -> li
 _ENROOT_HOOK = (("WORLD_SIZE", "SLURM_NTASKS"), ("RANK", "SLURM_PROCID"), ("LOCAL_RANK", "SLURM_LOCALID"))
 
 
-def rule_enroot_hook(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def rule_enroot_hook(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Under enroot in a Slurm step (and not below torchrun, which sets its own), the rank variables
     disagree with Slurm's: they came from the image or the job, since the hook never overrides."""
     env = facts.get("env") or {}
-    if not _section(facts, "container").get("enroot") or "SLURM_JOB_ID" not in env or env.get("TORCHELASTIC_RUN_ID"):
+    if not facts["container"].get("enroot") or "SLURM_JOB_ID" not in env or env.get("TORCHELASTIC_RUN_ID"):
         return []
     wrong = [
         f"{name}={env[name]} but {slurm}={env[slurm]}"
@@ -1394,7 +1475,7 @@ def rule_enroot_hook(facts: Mapping[str, Any], variant: VariantSpec) -> list[Fin
     return [_finding("enroot-hook-mismatch", wrong)] if wrong else []
 
 
-RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
+RULES: tuple[Callable[[DoctorFacts, VariantSpec], list[Finding]], ...] = (
     rule_shadowing,
     rule_torch_import,
     rule_glibcxx,
@@ -1428,7 +1509,7 @@ RULES: tuple[Callable[[Mapping[str, Any], VariantSpec], list[Finding]], ...] = (
 )
 
 
-def findings(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
+def findings(facts: DoctorFacts, variant: VariantSpec) -> list[Finding]:
     """Every known breakage found in ``facts``. Pure: no I/O, no torch, no subprocess.
 
     Two rules finding the same breakage become one finding (the first rule's cause and fix, the
@@ -1447,14 +1528,15 @@ def findings(facts: Mapping[str, Any], variant: VariantSpec) -> list[Finding]:
 
 
 def causes_for_check(
-    checks: Sequence[Mapping[str, Any]], facts: Mapping[str, Any], variant: VariantSpec
+    checks: Sequence[Mapping[str, object]], facts: Mapping[str, object], variant: VariantSpec
 ) -> list[causes.Cause]:
     """The root causes a ``torchenv check`` report ends with: its failures grouped by cause, plus
     what shadows the stack in the working folder (found from paths: the suite itself runs in a
-    private folder, so a ./torch.py there never ran, but anything else started here imports it)."""
+    private folder, so a ./torch.py there never ran, but anything else started here imports it).
+    ``facts`` are the check run's (:func:`torchenv.probe.facts.gather`'s, read back from its report)."""
     from torchenv.probe import shadow
 
-    extra = [f.to_dict() for f in rule_shadowing({"shadowing": shadow.shadow_facts()}, variant)]
+    extra = [f.to_dict() for f in _shadow_findings(shadow.shadow_facts())]
     return causes.for_check(checks, facts, torchvision_pinned=bool(variant.torchvision), extra=extra)
 
 
@@ -1465,11 +1547,11 @@ def causes_for_check(
 def build_report(
     stack: StackSpec,
     variant: VariantSpec,
-    facts: Mapping[str, Any],
+    facts: DoctorFacts,
     found: Sequence[Finding],
     seconds: float,
     argv: Sequence[str],
-) -> dict[str, Any]:
+) -> DoctorReport:
     return {
         "schema": SCHEMA,
         "torchenv_version": __version__,
@@ -1483,33 +1565,33 @@ def build_report(
         },
         "healthy": not found,
         "findings": [f.to_dict() for f in found],
-        "causes": [dict(c) for c in causes.for_findings([f.to_dict() for f in found])],
+        "causes": causes.for_findings([f.to_dict() for f in found]),
         "cpu_budget": cpu_budget(facts),
         "seconds": round(seconds, 2),
-        "facts": dict(facts),
+        "facts": facts,
     }
 
 
-def render(report: Mapping[str, Any]) -> str:
-    facts = report.get("facts") or {}
+def render(report: DoctorReport) -> str:
+    facts = report["facts"]
     spec = report["spec"]
     torch_f = _torch(facts)
     lines = [
         f"torchenv doctor: variant '{spec['variant']}' of {spec['path']} ({spec['origin']}), spec hash {spec['hash']}"
     ]
     if torch_f.get("version"):
-        vision = _section(facts, "torchvision_build")
+        vision = facts["torchvision_build"]
         vision_v = vision.get("build_version") or vision.get("dist_version") or "not installed"
         devices = _devices(facts)
         gpus = (
             ", ".join(f"{d.get('name')} (sm_{str(d.get('capability', '')).replace('.', '')})" for d in devices)
             if devices
-            else f"none ({_runtime(facts).get('reason') or 'not available'})"
+            else f"none ({(runtime.get('reason') if (runtime := _runtime(facts)) else None) or 'not available'})"
         )
         lines.append(
             f"torch {torch_f['version']} (CUDA {torch_f.get('cuda') or 'none: CPU build'}) from {torch_f.get('file')}"
         )
-        lines.append(f"torchvision {vision_v} | Python {_section(facts, 'python').get('version', '?')} | GPUs: {gpus}")
+        lines.append(f"torchvision {vision_v} | Python {facts['python'].get('version', '?')} | GPUs: {gpus}")
     elif isinstance(facts.get("torch"), dict):
         lines.append(f"torch cannot be imported: {facts['torch'].get('error')}")
     budget = report["cpu_budget"]
@@ -1539,19 +1621,26 @@ def render(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: Mapping[str, Any], path: str) -> None:
+class ExplainReport(TypedDict):
+    """``torchenv doctor --explain TEXT --json``."""
+
+    schema: str
+    torchenv_version: str
+    explained: list[explain.Explained]
+
+
+def write_json(report: DoctorReport | ExplainReport, path: str) -> None:
     safeio.write_json(path, report, what="torchenv doctor --json")
 
 
 def explain_text(text: str, json_path: str | None) -> int:
     """``doctor --explain``: the known breakages behind an error message or job script (no environment
     is looked at). Exit 1 when something was recognised, else 0."""
-    from torchenv.diagnose import explain
-
     known = explain.explain(text)
     print(explain.render(known))
     if json_path:
-        write_json({"schema": SCHEMA, "torchenv_version": __version__, "explained": known}, json_path)
+        explained: ExplainReport = {"schema": SCHEMA, "torchenv_version": __version__, "explained": known}
+        write_json(explained, json_path)
         print(f"report: {json_path}")
     return 1 if known else 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 from torchenv.diagnose import breakages
 
@@ -107,11 +107,25 @@ def command_problems(text: str) -> list[dict[str, str]]:
     return out
 
 
-def explain(text: str) -> list[dict[str, Any]]:
+class Explained(TypedDict):
+    """A known breakage recognised in pasted text, shaped like a doctor finding."""
+
+    id: str
+    symptom: str
+    cause: str
+    fix: str
+    evidence: list[str]
+
+
+def _explained(diag: breakages.Diagnosis, evidence: list[str]) -> Explained:
+    return {"id": diag.id, "symptom": diag.symptom, "cause": diag.cause, "fix": diag.fix, "evidence": evidence}
+
+
+def explain(text: str) -> list[Explained]:
     """The known breakages ``text`` shows: error patterns of the registry and misplaced container
     flags, each once (a finding-shaped dict: id, symptom, cause, fix, evidence)."""
     text = text[-MAX_TEXT:]
-    out: list[dict[str, Any]] = []
+    out: list[Explained] = []
     for problem in command_problems(text):
         diag = breakages.diagnosis(
             "nv-after-image",
@@ -121,7 +135,7 @@ def explain(text: str) -> list[dict[str, Any]]:
                 "fix_here": f"move --nv before the image: `... exec --nv {problem['image']} ...`",
             },
         )
-        out.append({**diag.to_dict(), "evidence": [problem["line"]]})
+        out.append(_explained(diag, [problem["line"]]))
     seen = {item["id"] for item in out}
     for diag in breakages.matches(text):
         if diag.id in seen:
@@ -135,11 +149,11 @@ def explain(text: str) -> list[dict[str, Any]]:
             ),
             "",
         )
-        out.append({**diag.to_dict(), "evidence": [line[:300]] if line else []})
+        out.append(_explained(diag, [line[:300]] if line else []))
     return out
 
 
-def render(found: Sequence[dict[str, Any]]) -> str:
+def render(found: Sequence[Explained]) -> str:
     if not found:
         return (
             "torchenv doctor --explain: no known breakage in this text. Run `torchenv doctor` in the environment "
@@ -148,7 +162,7 @@ def render(found: Sequence[dict[str, Any]]) -> str:
     lines = [f"torchenv doctor --explain: {len(found)} known breakage(s) in this text", ""]
     for item in found:
         lines.append(f"[{item['id']}] users see: {item['symptom']}")
-        for ev in item.get("evidence") or []:
+        for ev in item["evidence"]:
             lines.append(f"    found: {ev}")
         lines.append(f"    cause: {item['cause']}")
         lines.append(f"    fix:   {item['fix']}")

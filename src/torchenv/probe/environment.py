@@ -15,7 +15,20 @@ import site
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from torchenv.probe.types import (
+    CacheDir,
+    CudaHome,
+    CudaVisible,
+    FolderState,
+    KernelSpec,
+    Leftover,
+    Limits,
+    PipConstraint,
+    PreloadEntry,
+    RLimit,
+)
 
 #: Process limits doctor judges (name -> resource constant); ``None`` in the facts is unlimited.
 LIMITS = {
@@ -39,12 +52,19 @@ def _limit(value: int) -> int | None:
     return None if value == resource.RLIM_INFINITY else int(value)
 
 
-def rlimits() -> dict[str, dict[str, int | None]]:
-    out = {}
-    for name, which in LIMITS.items():
-        soft, hard = resource.getrlimit(which)
-        out[name] = {"soft": _limit(soft), "hard": _limit(hard)}
+def rlimits() -> Limits:
+    out: Limits = {
+        "nofile": _rlimit("nofile"),
+        "nproc": _rlimit("nproc"),
+        "memlock": _rlimit("memlock"),
+        "as": _rlimit("as"),
+    }
     return out
+
+
+def _rlimit(name: str) -> RLimit:
+    soft, hard = resource.getrlimit(LIMITS[name])
+    return {"soft": _limit(soft), "hard": _limit(hard)}
 
 
 def net_interfaces() -> list[str]:
@@ -52,10 +72,10 @@ def net_interfaces() -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-def ld_preload() -> list[dict[str, Any]]:
+def ld_preload() -> list[PreloadEntry]:
     """LD_PRELOAD entries (space or colon separated) and whether each file exists."""
     value = os.environ.get("LD_PRELOAD", "")
-    out = []
+    out: list[PreloadEntry] = []
     for entry in re.split(r"[\s:]+", value):
         if entry:
             # a bare name is looked up on the loader path; only paths can be checked here
@@ -97,23 +117,34 @@ def _existing_ancestor(path: Path) -> Path:
     return current
 
 
-def folder_state(path: str, mountinfo: str, needs_exec: bool) -> dict[str, Any]:
+def folder_state(path: str, mountinfo: str, needs_exec: bool) -> FolderState:
     """Whether ``path`` is (or can be created as) a writable folder, and whether its filesystem
     lets compiled code load from it (noexec)."""
     target = Path(os.path.abspath(os.path.expanduser(path)))
     base = _existing_ancestor(target)
-    state: dict[str, Any] = {"path": str(target), "exists": target.exists(), "nearest_existing": str(base)}
     if not base.is_dir():
-        state.update(usable=False, reason=f"{base} is a file, not a folder, so {target} cannot be created")
+        usable, reason = False, f"{base} is a file, not a folder, so {target} cannot be created"
     elif not os.access(base, os.W_OK | os.X_OK):
         why = "read-only filesystem" if _read_only(str(base), mountinfo) else "no write permission"
-        state.update(usable=False, reason=f"{base} is not writable ({why})")
+        usable, reason = False, f"{base} is not writable ({why})"
     else:
-        state.update(usable=True, reason="")
+        usable, reason = True, ""
     mount = mount_of(str(base.resolve()), mountinfo)
-    state["mount"] = mount[0] if mount else None
-    state["noexec"] = bool(needs_exec and mount and "noexec" in mount[1])
-    return state
+    return {
+        "path": str(target),
+        "exists": target.exists(),
+        "nearest_existing": str(base),
+        "usable": usable,
+        "reason": reason,
+        "mount": mount[0] if mount else None,
+        "noexec": bool(needs_exec and mount and "noexec" in mount[1]),
+    }
+
+
+def _cache_dir(
+    var: str, set_by: Literal["environment", "default"], path: str, mountinfo: str, needs_exec: bool
+) -> CacheDir:
+    return {"var": var, "set_by": set_by, **folder_state(path, mountinfo, needs_exec)}
 
 
 def _read_only(path: str, mountinfo: str) -> bool:
@@ -121,7 +152,7 @@ def _read_only(path: str, mountinfo: str) -> bool:
     return bool(mount and "ro" in mount[1])
 
 
-def cache_dirs(mountinfo: str | None = None) -> list[dict[str, Any]]:
+def cache_dirs(mountinfo: str | None = None) -> list[CacheDir]:
     """Each cache/compile folder torch would use here: from its variable, else Triton's and
     Inductor's defaults (~/.triton/cache; <tmp>/torchinductor_<user>)."""
     if mountinfo is None:
@@ -129,31 +160,25 @@ def cache_dirs(mountinfo: str | None = None) -> list[dict[str, Any]]:
             mountinfo = Path("/proc/self/mountinfo").read_text()
         except OSError:
             mountinfo = ""
-    out = []
+    out: list[CacheDir] = []
     for var, needs_exec in CACHE_VARS.items():
         value = os.environ.get(var)
         if value:
-            out.append({"var": var, "set_by": "environment", **folder_state(value, mountinfo, needs_exec)})
+            out.append(_cache_dir(var, "environment", value, mountinfo, needs_exec))
     if not os.environ.get("TRITON_CACHE_DIR"):
         home = os.environ.get("TRITON_HOME") or os.path.expanduser("~")
-        out.append(
-            {
-                "var": "TRITON_CACHE_DIR",
-                "set_by": "default",
-                **folder_state(os.path.join(home, ".triton", "cache"), mountinfo, True),
-            }
-        )
+        out.append(_cache_dir("TRITON_CACHE_DIR", "default", os.path.join(home, ".triton", "cache"), mountinfo, True))
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = str(os.getuid())
         default = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
-        out.append({"var": "TORCHINDUCTOR_CACHE_DIR", "set_by": "default", **folder_state(default, mountinfo, True)})
+        out.append(_cache_dir("TORCHINDUCTOR_CACHE_DIR", "default", default, mountinfo, True))
     return out
 
 
-def cuda_visible() -> dict[str, Any]:
+def cuda_visible() -> CudaVisible:
     """CUDA_VISIBLE_DEVICES and how many NVIDIA GPUs the node shows (/proc/driver/nvidia/gpus)."""
     gpus_dir = Path("/proc/driver/nvidia/gpus")
     node = len(list(gpus_dir.iterdir())) if gpus_dir.is_dir() else None
@@ -161,7 +186,7 @@ def cuda_visible() -> dict[str, Any]:
     return {"value": value, "node_gpus": node}
 
 
-def pip_constraint() -> dict[str, Any] | None:
+def pip_constraint() -> PipConstraint | None:
     """The pins of pip's constraint file (NGC images set PIP_CONSTRAINT=/etc/pip/constraint.txt so
     that pip keeps the image's torch)."""
     configured = os.environ.get("PIP_CONSTRAINT", "").split()
@@ -183,11 +208,11 @@ def pip_constraint() -> dict[str, Any] | None:
     return {"paths": read, "from_env": bool(configured), "pins": pins}
 
 
-def install_leftovers() -> list[dict[str, str]]:
+def install_leftovers() -> list[Leftover]:
     """What an interrupted pip leaves in site-packages: folders renamed to ``~xxx`` while it
     uninstalls (``~orch`` for torch), which pip then warns about on every run."""
     dirs = site.getsitepackages() if hasattr(site, "getsitepackages") else []
-    out: list[dict[str, str]] = []
+    out: list[Leftover] = []
     for folder in dirs:
         base = Path(folder)
         if not base.is_dir():
@@ -207,8 +232,8 @@ def jupyter_data_dirs() -> list[str]:
     return list(dict.fromkeys(dirs))
 
 
-def kernelspecs() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def kernelspecs() -> list[KernelSpec]:
+    out: list[KernelSpec] = []
     for data in jupyter_data_dirs():
         folder = Path(data) / "kernels"
         if not folder.is_dir():
@@ -224,7 +249,7 @@ def kernelspecs() -> list[dict[str, Any]]:
     return out
 
 
-def cuda_home() -> dict[str, Any] | None:
+def cuda_home() -> CudaHome | None:
     value = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
     if not value:
         return None

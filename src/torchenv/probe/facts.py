@@ -18,8 +18,47 @@ import site
 import socket
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
+
+from torchenv.probe import cpus
+from torchenv.probe.cpus import cgroup_cpu_limit, cpu_cgroup_dirs, cpu_limits
+from torchenv.probe.nvidia import libcuda_status, nvml_driver
+from torchenv.probe.types import (
+    ContainerFacts,
+    CpuFacts,
+    CudaRuntimeFacts,
+    CudnnFacts,
+    Dist,
+    DoctorFacts,
+    GatherFacts,
+    GpuDevice,
+    ImportPathFacts,
+    InfinibandFacts,
+    LdLibraryPathEntry,
+    LdLibraryPathLibs,
+    LibEntry,
+    LibraryFacts,
+    LoadedLibraries,
+    ModuleFacts,
+    NcclFacts,
+    NvidiaFacts,
+    OutsideFolder,
+    Package,
+    ProbeError,
+    PythonPathEntry,
+    ShmFacts,
+    TorchFacts,
+    TorchvisionBuild,
+    UserSiteFacts,
+    UserSiteImport,
+)
+
+# the one CPU computation and the NVIDIA module, named here too for the callers that read facts
+__all__ = ["cgroup_cpu_limit", "cpu_cgroup_dirs", "cpu_limits", "libcuda_status", "nvml_driver"]
+
+T = TypeVar("T")
 
 ENV_VARS = (
     "LD_LIBRARY_PATH",
@@ -48,15 +87,30 @@ ENV_VARS = (
 )
 
 
-def _guard(fn: Any, *args: Any) -> Any:
+def _failure(exc: Exception) -> ProbeError:
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _guard(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)``, or the section holding only ``error`` when it raised. Every section guarded
+    this way declares ``error: NotRequired[str]`` (probe/types.py), and its readers look at
+    ``error`` first or read with ``.get``: the cast says "this section, failed"."""
     try:
         return fn(*args)
     except Exception as exc:  # a fact we cannot read is reported, not raised
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return cast(T, _failure(exc))
 
 
-def packages() -> list[dict[str, str]]:
-    seen: dict[str, dict[str, str]] = {}
+def _guard_list(fn: Callable[..., list[T]]) -> list[T] | ProbeError:
+    """A list-valued probe, or :class:`ProbeError` when it raised (a list cannot hold ``error``)."""
+    try:
+        return fn()
+    except Exception as exc:  # a fact we cannot read is reported, not raised
+        return _failure(exc)
+
+
+def packages() -> list[Package]:
+    seen: dict[str, Package] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if not name:
@@ -66,28 +120,21 @@ def packages() -> list[dict[str, str]]:
     return sorted(seen.values(), key=lambda p: p["name"].lower())
 
 
-def fingerprint(pkgs: list[dict[str, str]]) -> str:
+def fingerprint(pkgs: Iterable[Mapping[str, object]]) -> str:
     """sha256 over sorted ``name==version`` lines: equal for two identical package sets."""
-    lines = sorted(f"{p['name'].lower()}=={p['version']}" for p in pkgs)
+    lines = sorted(f"{str(p['name']).lower()}=={p['version']}" for p in pkgs)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def cpu_facts() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    limit = _guard(cgroup_cpu_limit)
-    quota = limit.get("cpus") if isinstance(limit, dict) else None
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    usable = [n for n in (os.cpu_count(), affinity) if isinstance(n, int)]
-    if isinstance(quota, float):
-        usable.append(max(1, int(quota)))
-    if slurm and slurm.isdigit():
-        usable.append(int(slurm))
+def cpu_facts() -> CpuFacts:
+    """The CPU summary of :func:`gather` (the numbers come from :func:`torchenv.probe.cpus.cpu_limits`)."""
+    limits = cpus.cpu_limits()
     return {
-        "count": os.cpu_count(),
-        "affinity": affinity,
-        "cgroup_quota": quota,
-        "slurm_cpus_per_task": int(slurm) if slurm and slurm.isdigit() else None,
-        "usable": min(usable) if usable else None,
+        "count": limits["cpu_count"],
+        "affinity": len(limits["affinity"]) if limits["affinity"] is not None else None,
+        "cgroup_quota": limits["cgroup"]["cpus"],
+        "slurm_cpus_per_task": limits["slurm_cpus_per_task"],
+        "usable": limits["usable"],
         "model": _cpu_model(),
     }
 
@@ -102,7 +149,7 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def shm_facts() -> dict[str, Any]:
+def shm_facts() -> ShmFacts:
     st = os.statvfs("/dev/shm")
     return {
         "size_mb": st.f_blocks * st.f_frsize // (1024 * 1024),
@@ -110,35 +157,10 @@ def shm_facts() -> dict[str, Any]:
     }
 
 
-def nvml_driver() -> str | None:
-    """The display driver version ("580.65.06") through NVML, without any Python package."""
-    try:
-        nvml = ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return None
-    if nvml.nvmlInit_v2() != 0:
-        return None
-    try:
-        buf = ctypes.create_string_buffer(96)
-        if nvml.nvmlSystemGetDriverVersion(buf, 96) != 0:
-            return None
-        return buf.value.decode()
-    finally:
-        nvml.nvmlShutdown()
-
-
-def libcuda_status() -> str:
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return "no NVIDIA driver (libcuda.so.1 cannot be loaded)"
-    return "libcuda.so.1 loads"
-
-
-def torch_facts() -> dict[str, Any]:
+def torch_facts() -> TorchFacts:
     import torch
 
-    out: dict[str, Any] = {
+    out: TorchFacts = {
         "version": torch.__version__,
         "file": torch.__file__,
         "cuda": torch.version.cuda,
@@ -152,25 +174,17 @@ def torch_facts() -> dict[str, Any]:
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
         "arch_list": torch.cuda.get_arch_list() if torch.version.cuda else [],
+        "tf32": {
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"),
+        },
+        "cudnn": _cudnn_facts(torch),
+        "nccl": {"available": False},
+        "cuda_runtime": {"available": False, "device_count": 0, "devices": []},
     }
-    out["tf32"] = {
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"),
-    }
-    cudnn: dict[str, Any] = {"enabled": torch.backends.cudnn.enabled}
-    try:
-        cudnn["available"] = torch.backends.cudnn.is_available()
-        cudnn["runtime"] = torch.backends.cudnn.version()
-        cudnn_c = getattr(torch._C, "_cudnn", None)
-        if cudnn_c is not None:
-            cudnn["compiled"] = ".".join(str(x) for x in cudnn_c.getCompileVersion())
-            cudnn["runtime_tuple"] = ".".join(str(x) for x in cudnn_c.getRuntimeVersion())
-    except Exception as exc:
-        cudnn["error"] = f"{type(exc).__name__}: {exc}"
-    out["cudnn"] = cudnn
-    nccl: dict[str, Any] = {"available": False}
+    nccl: NcclFacts = {"available": False}
     try:
         import torch.distributed as dist
 
@@ -186,11 +200,25 @@ def torch_facts() -> dict[str, Any]:
     return out
 
 
-def cuda_runtime_facts(torch: Any) -> dict[str, Any]:
+def _cudnn_facts(torch: Any) -> CudnnFacts:  # Any: the torch module, untyped where the check runs
+    cudnn: CudnnFacts = {"enabled": torch.backends.cudnn.enabled}
+    try:
+        cudnn["available"] = torch.backends.cudnn.is_available()
+        cudnn["runtime"] = torch.backends.cudnn.version()
+        cudnn_c = getattr(torch._C, "_cudnn", None)
+        if cudnn_c is not None:
+            cudnn["compiled"] = ".".join(str(x) for x in cudnn_c.getCompileVersion())
+            cudnn["runtime_tuple"] = ".".join(str(x) for x in cudnn_c.getRuntimeVersion())
+    except Exception as exc:
+        cudnn["error"] = f"{type(exc).__name__}: {exc}"
+    return cudnn
+
+
+def cuda_runtime_facts(torch: Any) -> CudaRuntimeFacts:  # Any: the torch module, untyped here
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = bool(torch.cuda.is_available())
-    info: dict[str, Any] = {"available": available, "device_count": 0, "devices": []}
+    info: CudaRuntimeFacts = {"available": available, "device_count": 0, "devices": []}
     if not available:
         reasons = [str(w.message) for w in caught]
         if torch.version.cuda is None:
@@ -202,28 +230,27 @@ def cuda_runtime_facts(torch: Any) -> dict[str, Any]:
     info["device_count"] = torch.cuda.device_count()
     for index in range(info["device_count"]):
         props = torch.cuda.get_device_properties(index)
-        info["devices"].append(
-            {
-                "index": index,
-                "name": props.name,
-                "capability": f"{props.major}.{props.minor}",
-                "arch": f"sm_{props.major}{props.minor}",
-                "total_memory_mb": props.total_memory // (1024 * 1024),
-                "multi_processor_count": props.multi_processor_count,
-            }
-        )
+        device: GpuDevice = {
+            "index": index,
+            "name": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "arch": f"sm_{props.major}{props.minor}",
+            "total_memory_mb": props.total_memory // (1024 * 1024),
+            "multi_processor_count": props.multi_processor_count,
+        }
+        info["devices"].append(device)
     info["driver"] = nvml_driver()
     return info
 
 
-def module_facts(name: str) -> dict[str, Any]:
+def module_facts(name: str) -> ModuleFacts:
     try:
         module = __import__(name)
     except ModuleNotFoundError:
         return {"installed": False}
     except Exception as exc:
         return {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
-    out: dict[str, Any] = {
+    out: ModuleFacts = {
         "installed": True,
         "version": getattr(module, "__version__", None),
         "file": getattr(module, "__file__", None),
@@ -233,7 +260,7 @@ def module_facts(name: str) -> dict[str, Any]:
     return out
 
 
-def user_site_facts() -> dict[str, Any]:
+def user_site_facts() -> UserSiteFacts:
     user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
     return {
         "enabled": bool(site.ENABLE_USER_SITE),
@@ -243,9 +270,9 @@ def user_site_facts() -> dict[str, Any]:
     }
 
 
-def gather(include_torch: bool = True) -> dict[str, Any]:
-    pkgs = _guard(packages)
-    facts: dict[str, Any] = {
+def gather(include_torch: bool = True) -> GatherFacts:
+    pkgs = _guard_list(packages)
+    facts: GatherFacts = {
         "python": {
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -313,144 +340,21 @@ DOCTOR_ENV_VARS = (
 )
 
 _GLIBCXX = re.compile(rb"GLIBCXX_(\d+)\.(\d+)(?:\.(\d+))?(?![\d.])")
+_LD_LIBS: tuple[Literal["libstdc++.so.6", "libcuda.so.1", "libnccl.so.2", "libibverbs.so.1"], ...] = (
+    "libstdc++.so.6",
+    "libcuda.so.1",
+    "libnccl.so.2",
+    "libibverbs.so.1",
+)
 _STD_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
 
 
-def _unescape_mount(text: str) -> str:
-    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
-def _mountinfo_entries(text: str) -> list[dict[str, Any]]:
-    """Rows of /proc/self/mountinfo: root, mount point, filesystem type, super options."""
-    out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if not sep or len(fields) < 5 or len(tail) < 3:
-            continue
-        out.append(
-            {
-                "root": _unescape_mount(fields[3]),
-                "mountpoint": _unescape_mount(fields[4]),
-                "fstype": tail[0],
-                "superopts": set(tail[2].split(",")),
-            }
-        )
-    return out
-
-
-def cpu_cgroup_dirs(proc_cgroup: str, mountinfo: str) -> list[tuple[int, Path, Path]]:
-    """(cgroup version, the process's cpu cgroup folder, the hierarchy's mount point) for every
-    mounted hierarchy that holds the cpu controller. Pure: takes the two /proc files' text."""
-    v1_path = v2_path = None
-    for line in proc_cgroup.splitlines():
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hid == "0" and controllers == "":
-            v2_path = path
-        elif "cpu" in controllers.split(","):
-            v1_path = path
-    found: list[tuple[int, Path, Path]] = []
-    for mount in _mountinfo_entries(mountinfo):
-        if mount["fstype"] == "cgroup2" and v2_path is not None:
-            version, path = 2, v2_path
-        elif mount["fstype"] == "cgroup" and "cpu" in mount["superopts"] and v1_path is not None:
-            version, path = 1, v1_path
-        else:
-            continue
-        root = mount["root"].rstrip("/") or "/"
-        if root != "/" and not (path == root or path.startswith(root + "/")):
-            continue  # this mount shows another part of the hierarchy
-        rel = path[len(root) :] if root != "/" else path
-        found.append((version, Path(mount["mountpoint"]) / rel.lstrip("/"), Path(mount["mountpoint"])))
-    return found
-
-
-def _read_cpu_limit(version: int, folder: Path) -> dict[str, Any] | None:
-    if version == 2:
-        file = folder / "cpu.max"
-        if not file.is_file():
-            return None
-        quota, _, period = file.read_text().strip().partition(" ")
-        if quota == "max":
-            return None
-        quota_us, period_us = int(quota), int(period or "100000")
-    else:
-        file = folder / "cpu.cfs_quota_us"
-        period_file = folder / "cpu.cfs_period_us"
-        if not (file.is_file() and period_file.is_file()):
-            return None
-        quota_us, period_us = int(file.read_text()), int(period_file.read_text())
-        if quota_us <= 0:
-            return None
-    return {"cpus": quota_us / period_us, "quota_us": quota_us, "period_us": period_us, "file": str(file)}
-
-
-def cgroup_cpu_limit(proc_cgroup: str | None = None, mountinfo: str | None = None) -> dict[str, Any]:
-    """The tightest CPU quota on this process: its own cgroup and every ancestor, v1 and v2.
-
-    It follows /proc/self/cgroup rather than reading the hierarchy's root (right only inside a
-    container with its own cgroup namespace), so a Slurm job step or a child cgroup is seen too.
-    ``cpus`` is None when nothing limits the process.
-    """
-    if proc_cgroup is None:
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    best: dict[str, Any] | None = None
-    checked: list[str] = []
-    for version, folder, top in cpu_cgroup_dirs(proc_cgroup, mountinfo):
-        current = folder
-        while True:
-            checked.append(str(current))
-            limit = _read_cpu_limit(version, current)
-            if limit is not None and (best is None or limit["cpus"] < best["cpus"]):
-                best = {**limit, "version": version}
-            if current in (top, current.parent):
-                break
-            current = current.parent
-    return {**(best or {"cpus": None}), "checked": checked}
-
-
-def _int_env(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def cpu_limits() -> dict[str, Any]:
-    """Every limit on the CPUs this process may use, and the resulting number (``usable``)."""
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cgroup = _guard(cgroup_cpu_limit)
-    count = os.cpu_count()
-    bounds: dict[str, int] = {}
-    if count:
-        bounds["os.cpu_count()"] = count
-    if affinity is not None:
-        bounds["affinity"] = len(affinity)
-    if isinstance(cgroup.get("cpus"), float):
-        bounds["cgroup quota"] = max(1, int(cgroup["cpus"]))
-    slurm = _int_env("SLURM_CPUS_PER_TASK")
-    if slurm:
-        bounds["SLURM_CPUS_PER_TASK"] = slurm
-    usable = min(bounds.values()) if bounds else None
-    return {
-        "cpu_count": count,
-        "affinity": affinity,
-        "cgroup": cgroup,
-        "slurm_cpus_per_task": slurm,
-        "omp_num_threads": _int_env("OMP_NUM_THREADS"),
-        "mkl_num_threads": _int_env("MKL_NUM_THREADS"),
-        "usable": usable,
-        "limited_by": sorted(k for k, v in bounds.items() if v == usable),
-    }
-
-
-def mapped_libraries(maps: str | None = None) -> dict[str, list[str]]:
+def mapped_libraries(maps: str | None = None) -> LoadedLibraries:
     """Shared libraries this process has loaded that doctor cares about, from /proc/self/maps."""
     if maps is None:
         maps = Path("/proc/self/maps").read_text()
     wanted = {"libstdc++": "libstdc++.so", "libcuda": "libcuda.so", "libcudnn": "libcudnn.so", "libnccl": "libnccl.so"}
-    out: dict[str, list[str]] = {key: [] for key in wanted}
+    out: LoadedLibraries = {"libstdc++": [], "libcuda": [], "libcudnn": [], "libnccl": []}
     for line in maps.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 6 or not parts[5].startswith("/"):
@@ -458,8 +362,9 @@ def mapped_libraries(maps: str | None = None) -> dict[str, list[str]]:
         path = parts[5].removesuffix(" (deleted)")
         name = os.path.basename(path)
         for key, prefix in wanted.items():
-            if name.startswith(prefix) and path not in out[key]:
-                out[key].append(path)
+            found = out[key]  # type: ignore[literal-required]  # key is one of wanted's, LoadedLibraries' keys
+            if name.startswith(prefix) and path not in found:
+                found.append(path)
     return out
 
 
@@ -473,9 +378,9 @@ def glibcxx_newest(path: str) -> str | None:
     return ".".join(str(n) for n in max(versions)) if versions else None
 
 
-def _lib_entry(path: Path) -> dict[str, Any]:
+def _lib_entry(path: Path) -> LibEntry:
     real = os.path.realpath(path)
-    entry: dict[str, Any] = {"path": str(path), "realpath": real}
+    entry: LibEntry = {"path": str(path), "realpath": real}
     if path.name.startswith("libstdc++"):
         entry["glibcxx"] = glibcxx_newest(real)
     version = re.search(r"\.so\.(\d+(?:\.\d+)+)$", real)
@@ -484,16 +389,16 @@ def _lib_entry(path: Path) -> dict[str, Any]:
     return entry
 
 
-def library_path_facts() -> list[dict[str, Any]]:
+def library_path_facts() -> list[LdLibraryPathEntry]:
     """Each LD_LIBRARY_PATH entry and the libraries in it that break torch when mixed in."""
-    out: list[dict[str, Any]] = []
+    out: list[LdLibraryPathEntry] = []
     for entry in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
         if not entry:
             continue
         folder = Path(entry)
-        libs: dict[str, Any] = {}
+        libs: LdLibraryPathLibs = {}
         if folder.is_dir():
-            for name in ("libstdc++.so.6", "libcuda.so.1", "libnccl.so.2", "libibverbs.so.1"):
+            for name in _LD_LIBS:
                 if (folder / name).exists():
                     libs[name] = _lib_entry(folder / name)
             for cudnn in sorted(folder.glob("libcudnn.so.*"))[:1]:
@@ -502,7 +407,7 @@ def library_path_facts() -> list[dict[str, Any]]:
     return out
 
 
-def default_libstdcxx() -> dict[str, Any] | None:
+def default_libstdcxx() -> LibEntry | None:
     """The libstdc++ the loader finds without LD_LIBRARY_PATH: the environment's own (conda keeps
     one in <prefix>/lib), else the system's."""
     for folder in (Path(sys.prefix) / "lib", *(Path(d) for d in _STD_LIB_DIRS)):
@@ -518,27 +423,28 @@ def kernel_module_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def nvidia_driver_facts(loaded_libcuda: list[str] | None = None) -> dict[str, Any]:
+def nvidia_driver_facts(loaded_libcuda: list[str] | None = None) -> NvidiaFacts:
     """The kernel module's version and the user-space libcuda this process loaded: a libcuda newer
     than the kernel module means CUDA forward compatibility is in use."""
     proc = Path("/proc/driver/nvidia/version")
     kernel = kernel_module_version(proc.read_text()) if proc.is_file() else None
-    libcuda = None
+    libcuda: LibEntry | None = None
     for path in loaded_libcuda or []:
         libcuda = _lib_entry(Path(path))
         break
     compat = bool(libcuda and "compat" in libcuda["realpath"].split(os.sep)[:-1])
-    if libcuda and kernel and libcuda.get("file_version"):
-        compat = compat or libcuda["file_version"].split(".")[0] != kernel.split(".")[0]
+    file_version = libcuda.get("file_version") if libcuda else None
+    if kernel and file_version:
+        compat = compat or file_version.split(".")[0] != kernel.split(".")[0]
     return {"kernel_module": kernel, "libcuda": libcuda, "forward_compat": compat}
 
 
-def infiniband_facts() -> dict[str, Any]:
+def infiniband_facts() -> InfinibandFacts:
     """InfiniBand adapters the host has, whether the device files are visible, and whether NCCL
     could load libibverbs (without it NCCL falls back to sockets)."""
     sys_ib = Path("/sys/class/infiniband")
     devices = sorted(p.name for p in sys_ib.iterdir()) if sys_ib.is_dir() else []
-    out: dict[str, Any] = {"devices": devices, "dev_infiniband": Path("/dev/infiniband").is_dir()}
+    out: InfinibandFacts = {"devices": devices, "dev_infiniband": Path("/dev/infiniband").is_dir()}
     if devices:
         try:
             ctypes.CDLL("libibverbs.so.1")
@@ -548,7 +454,7 @@ def infiniband_facts() -> dict[str, Any]:
     return out
 
 
-def container_facts() -> dict[str, Any]:
+def container_facts() -> ContainerFacts:
     return {
         "docker": Path("/.dockerenv").exists(),
         "podman": Path("/run/.containerenv").exists(),
@@ -595,8 +501,8 @@ def _top_level_names(folder: Path) -> list[str]:
     return sorted(names)
 
 
-def _dists_in(folder: str) -> list[dict[str, str]]:
-    found = {}
+def _dists_in(folder: str) -> list[Dist]:
+    found: dict[str, Dist] = {}
     for dist in importlib.metadata.distributions(path=[folder]):
         name = dist.metadata["Name"]
         if name:
@@ -610,7 +516,7 @@ def environment_site_dirs() -> list[str]:
     return [d for d in dirs if Path(d).is_dir()]
 
 
-def _outside_folder(folder: str, env_dirs: list[str], env_names: set[str]) -> dict[str, Any]:
+def _outside_folder(folder: str, env_names: set[str]) -> OutsideFolder:
     path = Path(folder)
     names = _top_level_names(path) if path.is_dir() else []
     return {
@@ -622,20 +528,20 @@ def _outside_folder(folder: str, env_dirs: list[str], env_names: set[str]) -> di
     }
 
 
-def import_path_facts() -> dict[str, Any]:
+def import_path_facts() -> ImportPathFacts:
     """Where packages can come from besides the environment: PYTHONPATH and the user site."""
     env_dirs = environment_site_dirs()
     env_names: set[str] = set()
     for folder in env_dirs:
         env_names.update(_top_level_names(Path(folder)))
-    pythonpath = []
+    pythonpath: list[PythonPathEntry] = []
     for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         if entry:
-            pythonpath.append({"entry": entry, **_outside_folder(entry, env_dirs, env_names)})
+            pythonpath.append({"entry": entry, **_outside_folder(entry, env_names)})
     user_path = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
-    user: dict[str, Any] = {"path": user_path, "enabled": bool(site.ENABLE_USER_SITE)}
+    user: UserSiteImport = {"path": user_path, "enabled": bool(site.ENABLE_USER_SITE)}
     if user_path:
-        user.update(_outside_folder(user_path, env_dirs, env_names))
+        user = {**user, **_outside_folder(user_path, env_names)}
     env_versions: dict[str, str] = {}
     for folder in env_dirs:
         for dist in _dists_in(folder):
@@ -654,15 +560,14 @@ def _read_local_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def torchvision_build_facts() -> dict[str, Any]:
+def torchvision_build_facts() -> TorchvisionBuild:
     """torchvision's version and build (CPU or CUDA x.y) read from its files, so they are known
     even when ``import torchvision`` fails (the mismatch doctor has to explain)."""
-    out: dict[str, Any] = {}
     try:
-        out["dist_version"] = importlib.metadata.version("torchvision")
+        dist_version = importlib.metadata.version("torchvision")
     except importlib.metadata.PackageNotFoundError:
         return {"installed": False}
-    out["installed"] = True
+    out: TorchvisionBuild = {"dist_version": dist_version, "installed": True}
     try:
         requires = importlib.metadata.requires("torchvision") or []
     except importlib.metadata.PackageNotFoundError:
@@ -673,7 +578,7 @@ def torchvision_build_facts() -> dict[str, Any]:
         version_file = Path(next(iter(spec.submodule_search_locations))) / "version.py"
         if version_file.is_file():
             out["build_version"] = _read_local_version(version_file.read_text())
-    local = (out.get("build_version") or out["dist_version"]).partition("+")[2]
+    local = (out.get("build_version") or dist_version).partition("+")[2]
     cuda = re.fullmatch(r"cu(\d+)(\d)", local)
     out["cuda"] = f"{cuda.group(1)}.{cuda.group(2)}" if cuda else None
     out["cpu_build"] = local == "cpu"
@@ -684,38 +589,48 @@ def doctor_env() -> dict[str, str]:
     return {k: os.environ[k] for k in (*ENV_VARS, *DOCTOR_ENV_VARS) if k in os.environ}
 
 
-def doctor_facts() -> dict[str, Any]:
+def doctor_facts() -> DoctorFacts:
     """Everything ``torchenv doctor`` judges: :func:`gather` plus the facts above. torch is
     imported first (inside a guard) so the libraries it loaded show in /proc/self/maps."""
-    facts = gather()
-    facts["env"] = doctor_env()
-    facts["cpu_limits"] = _guard(cpu_limits)
+    base = gather(include_torch=False)
+    torch_f = _guard(torch_facts)
+    vision = _guard(module_facts, "torchvision")
+    numpy = _guard(module_facts, "numpy")
     maps = _guard(mapped_libraries)
-    loaded = maps if "error" not in maps else {}
-    facts["libraries"] = {
+    loaded: LoadedLibraries | None = None if "error" in maps else maps
+    libraries: LibraryFacts = {
         "loaded": maps,
-        "loaded_libstdcxx": _guard(_lib_entry, Path(loaded["libstdc++"][0])) if loaded.get("libstdc++") else None,
-        "ld_library_path": _guard(library_path_facts),
+        "loaded_libstdcxx": _guard(_lib_entry, Path(loaded["libstdc++"][0]))
+        if loaded and loaded["libstdc++"]
+        else None,
+        "ld_library_path": _guard_list(library_path_facts),
         "default_libstdcxx": _guard(default_libstdcxx),
     }
-    loaded_libcuda = loaded.get("libcuda")
-    facts["nvidia"] = _guard(nvidia_driver_facts, loaded_libcuda)
-    facts["infiniband"] = _guard(infiniband_facts)
-    facts["container"] = _guard(container_facts)
-    facts["import_paths"] = _guard(import_path_facts)
-    facts["torchvision_build"] = _guard(torchvision_build_facts)
     # what the job runs under (limits, variables naming things, leftovers, kernels) and where the
     # stack would be imported from when run from this folder: read only, nothing imported
     from torchenv.probe import environment, shadow
 
-    facts["shadowing"] = _guard(shadow.shadow_facts)
-    facts["limits"] = _guard(environment.rlimits)
-    facts["net_interfaces"] = _guard(environment.net_interfaces)
-    facts["ld_preload"] = _guard(environment.ld_preload)
-    facts["cache_dirs"] = _guard(environment.cache_dirs)
-    facts["cuda_visible"] = _guard(environment.cuda_visible)
-    facts["pip_constraint"] = _guard(environment.pip_constraint)
-    facts["install_leftovers"] = _guard(environment.install_leftovers)
-    facts["kernelspecs"] = _guard(environment.kernelspecs)
-    facts["cuda_home"] = _guard(environment.cuda_home)
-    return facts
+    return {
+        **base,
+        "torch": torch_f,
+        "torchvision": vision,
+        "numpy": numpy,
+        "env": doctor_env(),
+        "cpu_limits": _guard(cpus.cpu_limits),
+        "libraries": libraries,
+        "nvidia": _guard(nvidia_driver_facts, loaded["libcuda"] if loaded else None),
+        "infiniband": _guard(infiniband_facts),
+        "container": _guard(container_facts),
+        "import_paths": _guard(import_path_facts),
+        "torchvision_build": _guard(torchvision_build_facts),
+        "shadowing": _guard(shadow.shadow_facts),
+        "limits": _guard(environment.rlimits),
+        "net_interfaces": _guard_list(environment.net_interfaces),
+        "ld_preload": _guard_list(environment.ld_preload),
+        "cache_dirs": _guard_list(environment.cache_dirs),
+        "cuda_visible": _guard(environment.cuda_visible),
+        "pip_constraint": _guard(environment.pip_constraint),
+        "install_leftovers": _guard_list(environment.install_leftovers),
+        "kernelspecs": _guard_list(environment.kernelspecs),
+        "cuda_home": _guard(environment.cuda_home),
+    }

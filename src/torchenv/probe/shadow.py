@@ -20,7 +20,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from torchenv.probe.types import ModuleOrigin, ModuleShadow, ShadowFacts, SourceTree
 
 #: The packages whose shadowing breaks the stack (what doctor and check judge).
 WATCHED = ("torch", "torchvision", "numpy")
@@ -35,7 +36,7 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def _origin(name: str, path: Sequence[str]) -> dict[str, Any] | None:
+def _origin(name: str, path: Sequence[str]) -> ModuleOrigin | None:
     """Where ``name`` would be found on ``path``: a module file or a regular package (a namespace
     folder without ``__init__.py`` never wins over an installed package, so it is not one)."""
     try:
@@ -50,7 +51,7 @@ def _origin(name: str, path: Sequence[str]) -> dict[str, Any] | None:
     return {"path": shown, "origin": origin, "kind": "package" if package else "module"}
 
 
-def source_tree(folder: str) -> dict[str, Any] | None:
+def source_tree(folder: str) -> SourceTree | None:
     """The PyTorch source checkout at ``folder``, if it is one (``torch/__init__.py`` beside the
     build's own folders)."""
     root = Path(folder)
@@ -63,17 +64,17 @@ def source_tree(folder: str) -> dict[str, Any] | None:
     return {"root": str(root), "markers": markers, "built_in_place": built}
 
 
-def shadow_facts(cwd: str | None = None, sys_path: Sequence[str] | None = None) -> dict[str, Any]:
+def shadow_facts(cwd: str | None = None, sys_path: Sequence[str] | None = None) -> ShadowFacts:
     """For each watched package: where the working folder would supply it (``shadow``) and where
     the import path without the working folder would (``installed``). Reads directories only."""
     if cwd is None:
         try:
             cwd = os.getcwd()
         except OSError as exc:
-            return {"error": f"the working folder cannot be read: {exc}"}
+            return {"cwd": "", "modules": {}, "source_tree": None, "error": f"the working folder cannot be read: {exc}"}
     path = list(sys.path if sys_path is None else sys_path)
     without = [p for p in path if not _same(p, cwd)]
-    modules: dict[str, Any] = {}
+    modules: dict[str, ModuleShadow] = {}
     for name in WATCHED:
         shadow = _origin(name, [cwd])
         installed = _origin(name, without)

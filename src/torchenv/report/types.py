@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 if TYPE_CHECKING:  # named for the checker only: the types module imports nothing at run time
     from torchenv.diagnose.causes import Cause
+    from torchenv.spec.model import SupportMatrix, VariantDict
 
 #: A JSON value of any shape (what ``json.loads`` returns). A string: the alias refers to itself.
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -69,7 +70,7 @@ class CheckSpec(TypedDict, total=False):
     stack: str
     variant: str
     hash: str
-    table: JSONObject
+    table: VariantDict
     warnings: list[str]
 
 
@@ -102,7 +103,7 @@ class CheckReport(_CheckReportRequired, total=False):
     torchenv_version: str
     created: str
     command: list[str]
-    support_matrix: JSON
+    support_matrix: SupportMatrix
     causes: list[Cause]  # the root causes the report ends with (diagnose.causes.Cause)
     packages_fingerprint: str | None
     log: str | None

@@ -17,7 +17,6 @@ and NVML paths are tested where there is no GPU.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import socket
@@ -28,68 +27,20 @@ from pathlib import Path
 from typing import Any, cast
 
 from torchenv.probe import nvidia
+from torchenv.probe.cpus import usable_cpus
 from torchenv.report.types import GpuFigures, NodeProbe
 
-NVML_TEMPERATURE_GPU = 0
-NVML_CLOCK_SM = 1
-NVML_MEMORY_ERROR_UNCORRECTED = 1
-NVML_VOLATILE_ECC = 0
-NVML_ERROR_INSUFFICIENT_SIZE = 7
-NVML_PAGE_RETIREMENT_CAUSES = (0, 1)  # multiple single-bit ECC errors, a double-bit ECC error
 
-
-class NvmlMemory(ctypes.Structure):
-    _fields_ = (("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong))
-
-
-def nvml_figures(lib: Any, index: int) -> GpuFigures:
-    """Temperature, memory in use, retired pages, ECC and clocks of NVML device ``index``.
-
-    ``lib`` is the NVML library (or a stand-in with the same functions); a figure the device does
-    not support (H100 remaps rows instead of retiring pages) is left out, its error noted.
-    """
-    out: GpuFigures = {}
-    errors: list[str] = []
+def nvml_figures(lib: nvidia.Library, index: int) -> GpuFigures:
+    """Temperature, memory in use, retired pages, ECC and clocks of NVML device ``index``
+    (:meth:`torchenv.probe.nvidia.Nvml.health`; ``lib`` is the NVML library or a stand-in)."""
     with nvidia.Nvml(lib) as nvml:
-        handle = nvml.handle(index=index)
-
-        def call(name: str, *args: Any) -> bool:
-            status = getattr(lib, name)(handle, *args)
-            if status not in (nvidia.NVML_SUCCESS, NVML_ERROR_INSUFFICIENT_SIZE):
-                errors.append(f"{name}: NVML error {status}")
-                return False
-            return True
-
-        uint = ctypes.c_uint()
-        if call("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU, ctypes.byref(uint)):
-            out["temperature_c"] = float(uint.value)
-        memory = NvmlMemory()
-        if call("nvmlDeviceGetMemoryInfo", ctypes.byref(memory)):
-            out["memory_used_mib"] = round(memory.used / 2**20, 1)
-            out["memory_total_mib"] = round(memory.total / 2**20, 1)
-        pages = 0
-        pages_ok = True
-        for cause in NVML_PAGE_RETIREMENT_CAUSES:
-            count = ctypes.c_uint(0)
-            pages_ok = call("nvmlDeviceGetRetiredPages", cause, ctypes.byref(count), None) and pages_ok
-            pages += count.value
-        if pages_ok:
-            out["retired_pages"] = pages
-        pending = ctypes.c_int()
-        if call("nvmlDeviceGetRetiredPagesPendingStatus", ctypes.byref(pending)):
-            out["retired_pages_pending"] = int(pending.value)
-        ecc = ctypes.c_ulonglong()
-        if call("nvmlDeviceGetTotalEccErrors", NVML_MEMORY_ERROR_UNCORRECTED, NVML_VOLATILE_ECC, ctypes.byref(ecc)):
-            out["ecc_uncorrected"] = int(ecc.value)
-        if call("nvmlDeviceGetClockInfo", NVML_CLOCK_SM, ctypes.byref(uint)):
-            out["sm_clock_mhz"] = float(uint.value)
-        if call("nvmlDeviceGetMaxClockInfo", NVML_CLOCK_SM, ctypes.byref(uint)):
-            out["sm_clock_max_mhz"] = float(uint.value)
-    if errors:
-        out["nvml_error"] = "; ".join(errors)
-    return out
+        health = nvml.health(nvml.handle(index=index))
+    # GpuHealth's keys are GpuFigures' NVML figures, with the same types (vet.GpuFigures is not built on it)
+    return cast(GpuFigures, dict(health))
 
 
+# torch, its devices and dtypes are Any: torch is not installed where the type check runs
 def _rate(torch: Any, device: Any, dtype: Any, n: int, budget: float) -> float:
     """FLOP/s of an n x n matmul: the best of 5 windows of budget/5 seconds each."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -117,7 +68,7 @@ def _rate(torch: Any, device: Any, dtype: Any, n: int, budget: float) -> float:
     return best
 
 
-def gpu_figures(torch: Any, index: int, budget: float) -> GpuFigures:
+def gpu_figures(torch: Any, index: int, budget: float) -> GpuFigures:  # Any: the torch module, untyped here
     device = torch.device("cuda", index)
     out: GpuFigures = {"index": index, "name": torch.cuda.get_device_name(index)}
     try:
@@ -179,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     report: NodeProbe = {"schema": "torchenv.vet.probe/1", "node": node, "hostname": hostname}
     import torch
 
-    cpus = len(os.sched_getaffinity(0))
-    threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or cpus)
+    cpus = usable_cpus()  # affinity, cgroup quota and SLURM_CPUS_PER_TASK, the tightest
+    threads = cpus
     torch.set_num_threads(max(1, threads))
     report["torch"] = torch.__version__
     report["cpus"] = cpus
