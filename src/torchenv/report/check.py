@@ -56,6 +56,8 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
             "startup_seconds": run.startup_seconds,
             "group_seconds": run.group_seconds,
             "launches": run.launches,
+            "jobs": run.jobs,
+            "lanes": run.lanes,
         },
         "checks": [r.to_dict() for r in run.results],
         "causes": [dict(c) for c in doctor.causes_for_check([r.to_dict() for r in run.results], facts, variant)],
