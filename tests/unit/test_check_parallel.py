@@ -67,3 +67,60 @@ def test_default_jobs_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) ->
     assert parallel.default_jobs() == 3
     monkeypatch.setattr(facts, "cpu_facts", lambda: {"usable": None})
     assert parallel.default_jobs() >= 1
+
+
+class _Exited:
+    """A child that has already exited without a word (no events): each lane ends at once."""
+
+    returncode = 0
+
+    def poll(self) -> int:
+        return 0
+
+    def stop(self, grace: float = 0.0) -> int:
+        return 0
+
+
+def test_each_lane_gets_its_own_files_its_groups_and_its_share_of_the_cpus(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from torchenv.engines import run as gateway
+    from torchenv.spec import model as spec_mod
+
+    from ..conftest import REAL_STACK
+
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    def start(argv: list[str], *, full_env: dict[str, str], **_: object) -> _Exited:
+        started.append((list(argv), dict(full_env)))
+        return _Exited()
+
+    monkeypatch.setattr(gateway, "start", start)
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
+    variant = spec_mod.load(str(REAL_STACK)).variant("pip")
+    run = runner.run_suite(variant, python="py", groups=["facts", "tensor"], jobs=2)
+    assert run.jobs == 2 and run.lanes == [["facts"], ["tensor"]] and run.launches == 2
+    assert len(started) == 2
+    envs = sorted((env for _argv, env in started), key=lambda e: e["TORCHENV_EVENTS"])
+    assert [e["TORCHENV_LANE_THREADS"] for e in envs] == ["2", "2"]
+    assert len({e["TORCHENV_EVENTS"] for e in envs}) == 2 and len({e["TORCHENV_STACKS"] for e in envs}) == 2
+    # only the first lane (the one with the facts group) gathers the facts
+    assert [e.get("TORCHENV_FACTS") for e in envs] == [None, "0"]
+    targets = sorted(next(a for a in argv if a.endswith(".py")) for argv, _env in started)
+    assert [t.rsplit("/", 1)[1] for t in targets] == ["test_facts.py", "test_tensor.py"]
+    # a child that collected nothing is one suite.start failure, not one per lane
+    assert [r.check for r in run.results] == ["suite.start"]
+
+
+def test_one_lane_leaves_the_threads_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchenv.engines import run as gateway
+    from torchenv.spec import model as spec_mod
+
+    from ..conftest import REAL_STACK
+
+    envs: list[dict[str, str]] = []
+    monkeypatch.setattr(gateway, "start", lambda argv, *, full_env, **_: envs.append(dict(full_env)) or _Exited())
+    variant = spec_mod.load(str(REAL_STACK)).variant("pip")
+    run = runner.run_suite(variant, python="py", jobs=1)
+    assert run.jobs == 1 and run.lanes == [list(runner.GROUPS)]
+    assert len(envs) == 1 and "TORCHENV_LANE_THREADS" not in envs[0]

@@ -381,7 +381,7 @@ def run_suite(
                 gather_facts=i == 0,  # the lane with "facts" comes first (plan_lanes)
             )
         )
-    threads = max(1, parallel.usable_cpus() // len(lanes))  # each parallel child's share of the CPUs
+    cpu_share = max(1, parallel.usable_cpus() // len(lanes))  # each parallel child's share of the CPUs
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -400,7 +400,7 @@ def run_suite(
         if not lane.gather_facts:
             lane_env["TORCHENV_FACTS"] = "0"
         if len(lanes) > 1:
-            lane_env[plugin.THREADS_ENV] = str(threads)
+            lane_env[plugin.THREADS_ENV] = str(cpu_share)
         try:
             _run_lane(lane, python, lane_env, run_dir, startup_limit, exit_limit, record, stop)
         except BaseException as exc:  # handed to the main thread, which re-raises it
@@ -410,16 +410,16 @@ def run_suite(
     if len(lanes) == 1:
         run_lane(lanes[0])
     else:
-        threads = [threading.Thread(target=run_lane, args=(lane,), daemon=True) for lane in lanes]
+        workers = [threading.Thread(target=run_lane, args=(lane,), daemon=True) for lane in lanes]
         try:
-            for thread in threads:
+            for thread in workers:
                 thread.start()
-            for thread in threads:
+            for thread in workers:
                 while thread.is_alive():
                     thread.join(0.2)
         except BaseException:  # Ctrl-C, SIGTERM: every lane stops its child before this unwinds
             stop.set()
-            for thread in threads:
+            for thread in workers:
                 thread.join(KILL_GRACE + 5)
             raise
     errors = [lane.error for lane in lanes if lane.error is not None]
