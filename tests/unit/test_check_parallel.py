@@ -119,7 +119,12 @@ def test_one_lane_leaves_the_threads_alone(monkeypatch: pytest.MonkeyPatch) -> N
     from ..conftest import REAL_STACK
 
     envs: list[dict[str, str]] = []
-    monkeypatch.setattr(gateway, "start", lambda argv, *, full_env, **_: envs.append(dict(full_env)) or _Exited())
+
+    def start(argv: list[str], *, full_env: dict[str, str], **_: object) -> _Exited:
+        envs.append(dict(full_env))
+        return _Exited()
+
+    monkeypatch.setattr(gateway, "start", start)
     variant = spec_mod.load(str(REAL_STACK)).variant("pip")
     run = runner.run_suite(variant, python="py", jobs=1)
     assert run.jobs == 1 and run.lanes == [list(runner.GROUPS)]
