@@ -87,7 +87,7 @@ def test_each_lane_gets_its_own_files_its_groups_and_its_share_of_the_cpus(
     from torchenv.engines import run as gateway
     from torchenv.spec import model as spec_mod
 
-    from ..conftest import REAL_STACK
+    from ..conftest import STACK
 
     started: list[tuple[list[str], dict[str, str]]] = []
 
@@ -97,7 +97,7 @@ def test_each_lane_gets_its_own_files_its_groups_and_its_share_of_the_cpus(
 
     monkeypatch.setattr(gateway, "start", start)
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
-    variant = spec_mod.load(str(REAL_STACK)).variant("pip")
+    variant = spec_mod.load(str(STACK)).variant("pip")
     run = runner.run_suite(variant, python="py", groups=["facts", "tensor"], jobs=2)
     assert run.jobs == 2 and run.lanes == [["facts"], ["tensor"]] and run.launches == 2
     assert len(started) == 2
@@ -116,7 +116,7 @@ def test_one_lane_leaves_the_threads_alone(monkeypatch: pytest.MonkeyPatch) -> N
     from torchenv.engines import run as gateway
     from torchenv.spec import model as spec_mod
 
-    from ..conftest import REAL_STACK
+    from ..conftest import STACK
 
     envs: list[dict[str, str]] = []
 
@@ -125,7 +125,7 @@ def test_one_lane_leaves_the_threads_alone(monkeypatch: pytest.MonkeyPatch) -> N
         return _Exited()
 
     monkeypatch.setattr(gateway, "start", start)
-    variant = spec_mod.load(str(REAL_STACK)).variant("pip")
+    variant = spec_mod.load(str(STACK)).variant("pip")
     run = runner.run_suite(variant, python="py", jobs=1)
     assert run.jobs == 1 and run.lanes == [list(runner.GROUPS)]
     assert len(envs) == 1 and "TORCHENV_LANE_THREADS" not in envs[0]
