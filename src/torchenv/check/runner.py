@@ -5,6 +5,10 @@ user's pytest configuration, conftest files and plugins are shut out), follows t
 plugin streams, and when a check outlives its timeout it kills the child, records the hang with the
 stack dump the child wrote, and starts a new child for the checks that have not run yet. So one
 hung rendezvous or DataLoader costs one check, not the run.
+
+With ``jobs`` > 1 the groups are spread over several such children at once (lanes, planned by
+:mod:`torchenv.check.parallel`), each followed by its own thread with its own events, stack dumps
+and log; the results are merged in the suite's order.
 """
 
 from __future__ import annotations
