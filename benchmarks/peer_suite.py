@@ -118,6 +118,8 @@ class Timing:
     cpu: float
     code: int
     checks: int
+    jobs: int | None = None  # torchenv only: the --jobs its report records
+    lanes: int | None = None  # and how many child processes it ran at once
 
 
 def cores() -> int:
@@ -168,7 +170,8 @@ def run_torchenv(python: str, caches: Path, work: Path, jobs: int | None) -> Tim
     summary = json.loads(report.read_text())["summary"]
     if code != 0:
         print(f"  note: torchenv check exit {code}: {summary['reason']} (see {report})", flush=True)
-    return Timing(wall, cpu, code, int(summary["passed"]))
+    lanes = summary.get("lanes")
+    return Timing(wall, cpu, code, int(summary["passed"]), summary.get("jobs"), len(lanes) if lanes else None)
 
 
 def upstream_peer(python: str, script: Path, caches: Path, work: Path) -> Timing:
@@ -214,6 +217,7 @@ def main() -> int:
     if not Path(args.python).exists():
         sys.exit(f"no interpreter at {args.python}: pass --python (one with torch, the pip variant's packages)")
     n_cores = cores()
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     work = Path(tempfile.mkdtemp(prefix="torchenv-peer-"))
     script = work / "peer_workload.py"
     script.write_text(PEER_WORKLOAD)
@@ -233,6 +237,7 @@ def main() -> int:
         if peer:
             results["cold"] = summarize("cold", peer, ours, n_cores)
             print(f"  checks passed: peer {peer[0].checks}, torchenv {ours[0].checks}")
+            print(f"  torchenv --jobs {ours[0].jobs} ({ours[0].lanes} child processes at once)")
         if args.warm_rounds:
             run_peer(args.python, script, work / "warm-a", work, args.torch_version)  # fill the caches
             run_torchenv(args.python, work / "warm-b", work, args.jobs)
@@ -250,6 +255,7 @@ def main() -> int:
             print(f"\nwork folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print("\n" + json.dumps({k: {m: round(v, 2) for m, v in r.items()} for k, r in results.items()}))
     return 0
 

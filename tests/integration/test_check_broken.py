@@ -99,6 +99,8 @@ if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
         "tensor",
         "--timeout",
         "6",
+        "--jobs",
+        "1",  # one child, then a fresh one after the hang (test_check_jobs.py: the parallel case)
         tmp=tmp_path,
         extra_pythonpath=fault,
     )

@@ -48,6 +48,8 @@ REQUIRED_CPU_PASSES = [
     "compile.sin_cos_matches_eager[cpu-float32]",
     "compile.sin_cos_matches_eager[cpu-float64]",
     "compile.cnn_training_step[cpu]",
+    "compile.vec_isa",
+    "compile.cnn_max_autotune[cpu]",
 ]
 
 

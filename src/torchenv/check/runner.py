@@ -5,6 +5,10 @@ user's pytest configuration, conftest files and plugins are shut out), follows t
 plugin streams, and when a check outlives its timeout it kills the child, records the hang with the
 stack dump the child wrote, and starts a new child for the checks that have not run yet. So one
 hung rendezvous or DataLoader costs one check, not the run.
+
+With ``jobs`` > 1 the groups are spread over several such children at once (lanes, planned by
+:mod:`torchenv.check.parallel`), each followed by its own thread with its own events, stack dumps
+and log; the results are merged in the suite's order.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from torchenv.check import parallel
 from torchenv.diagnose import breakages
 from torchenv.engines import run as gateway
 from torchenv.errors import TorchenvError
@@ -68,6 +74,8 @@ class SuiteRun:
     launches: int = 1
     startup_seconds: float | None = None  # interpreter start + imports + collection
     group_seconds: dict[str, float] = field(default_factory=dict)
+    jobs: int = 1  # child processes run at once (lanes)
+    lanes: list[list[str]] = field(default_factory=list)  # the groups each lane ran
 
 
 class CacheUnsafe(Exception):
@@ -306,6 +314,28 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+class _Stopped(Exception):
+    """This lane stops because another one failed or the run was interrupted."""
+
+
+@dataclass
+class _Lane:
+    """One child process's share of the run: some groups, with their own events, stacks and log."""
+
+    index: int
+    groups: list[str]  # empty: the whole suite (one lane, no --only)
+    events_path: Path
+    stacks_path: Path
+    log_path: Path
+    gather_facts: bool
+    collected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    done: dict[str, CheckResult] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    launches: int = 0
+    startup: float | None = None
+    error: BaseException | None = None
+
+
 def run_suite(
     variant: VariantSpec,
     *,
@@ -316,12 +346,16 @@ def run_suite(
     on_result: Callable[[CheckResult], None] | None = None,
     keep: bool = False,
     warn: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> SuiteRun:
-    """Run the suite. The run folder (log, events, stack dumps, scratch) is removed when this
-    process exits unless ``keep``: a caller that wants the log copies it first (``check --json``)."""
+    """Run the suite in up to ``jobs`` child processes at once (groups spread over them by
+    :func:`parallel.plan_lanes`). The run folder (log, events, stack dumps, scratch) is removed
+    when this process exits unless ``keep``: a caller that wants the log copies it first."""
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise ValueError(f"unknown group(s): {', '.join(unknown)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, not {jobs}")
     startup_limit = _phase_limit("TORCHENV_STARTUP_TIMEOUT", STARTUP_TIMEOUT)
     exit_limit = _phase_limit("TORCHENV_EXIT_TIMEOUT", EXIT_TIMEOUT)
     started = time.perf_counter()
@@ -336,23 +370,124 @@ def run_suite(
     home = str(SMOKE_DIR.parents[1])  # run from a checkout's src/ (the working folder) torchenv is found there
     if os.path.realpath(home) == os.path.realpath(os.getcwd()):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH", "")) if p)
-    events = _Events(run_dir / "events.jsonl")
     log_path = run_dir / "check.log"
+    plan = parallel.plan_lanes(list(groups) or list(GROUPS), jobs, GROUPS)
+    lanes: list[_Lane] = []
+    for i, lane_groups in enumerate(plan):
+        tag = "" if len(plan) == 1 else f"-{i + 1}"
+        lanes.append(
+            _Lane(
+                index=i,
+                groups=list(groups) if len(plan) == 1 else lane_groups,
+                events_path=run_dir / f"events{tag}.jsonl",
+                stacks_path=run_dir / f"stacks{tag}.txt",
+                log_path=log_path if len(plan) == 1 else run_dir / f"check{tag}.log",
+                gather_facts=i == 0,  # the lane with "facts" comes first (plan_lanes)
+            )
+        )
+    cpu_share = max(1, parallel.usable_cpus() // len(lanes))  # each parallel child's share of the CPUs
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def record(lane: _Lane, result: CheckResult) -> None:
+        with lock:
+            lane.done[result.nodeid] = result
+            if on_result is not None:
+                on_result(result)
+
+    def run_lane(lane: _Lane) -> None:
+        lane_env = {
+            **env,
+            "TORCHENV_EVENTS": str(lane.events_path),
+            "TORCHENV_STACKS": str(lane.stacks_path),
+        }
+        if not lane.gather_facts:
+            lane_env["TORCHENV_FACTS"] = "0"
+        if len(lanes) > 1:
+            lane_env[plugin.THREADS_ENV] = str(cpu_share)
+        try:
+            _run_lane(lane, python, lane_env, run_dir, startup_limit, exit_limit, record, stop)
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            lane.error = exc
+            stop.set()
+
+    if len(lanes) == 1:
+        run_lane(lanes[0])
+    else:
+        workers = [threading.Thread(target=run_lane, args=(lane,), daemon=True) for lane in lanes]
+        try:
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except BaseException:  # Ctrl-C, SIGTERM: every lane stops its child before this unwinds
+            stop.set()
+            for thread in workers:
+                thread.join(KILL_GRACE + 5)
+            raise
+    errors = [lane.error for lane in lanes if lane.error is not None]
+    for error in sorted(errors, key=lambda e: isinstance(e, _Stopped)):
+        raise error
+    if len(lanes) > 1:
+        with log_path.open("ab") as log:
+            for lane in lanes:
+                _append(log, f"\n=== lane {lane.index + 1} of {len(lanes)}: {', '.join(lane.groups)} ===\n")
+                with contextlib.suppress(OSError):
+                    _append(log, lane.log_path.read_text(errors="replace"))
     collected: dict[str, dict[str, Any]] = {}
     done: dict[str, CheckResult] = {}
-    facts: dict[str, Any] = {}
-    launches = 0
-    startup: float | None = None
+    for lane in lanes:
+        collected.update(lane.collected)
+        done.update(lane.done)
+    facts = next((lane.facts for lane in lanes if lane.facts), {})
+    if any(r.outcome == "failed" for r in done.values()):
+        log_text = log_path.read_text(errors="replace")
+        folders = {"TMPDIR": run_dir.parent, "the compile cache": cache}
+        for result in done.values():
+            _disk_full(result, log_text, folders)
+    shutil.rmtree(run_dir / "tmp", ignore_errors=True)
+    rank = {g: i for i, g in enumerate(GROUPS)}
+    ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
+    if len(lanes) > 1:  # the suite's order, whichever lane finished first
+        ordered.sort(key=lambda r: rank.get(r.group, -1))
+    group_seconds: dict[str, float] = {}
+    for r in ordered:
+        group_seconds[r.group] = round(group_seconds.get(r.group, 0.0) + r.seconds, 3)
+    startups = [lane.startup for lane in lanes if lane.startup is not None]
+    return SuiteRun(
+        results=ordered,
+        facts=facts,
+        seconds=round(time.perf_counter() - started, 3),
+        log_path=str(log_path),
+        launches=sum(lane.launches for lane in lanes),
+        startup_seconds=round(min(startups), 3) if startups else None,
+        group_seconds=group_seconds,
+        jobs=jobs,
+        lanes=[list(lane.groups) or list(GROUPS) for lane in lanes],
+    )
 
-    def record(result: CheckResult) -> None:
-        done[result.nodeid] = result
-        if on_result is not None:
-            on_result(result)
 
+def _run_lane(
+    lane: _Lane,
+    python: str,
+    env: dict[str, str],
+    run_dir: Path,
+    startup_limit: float,
+    exit_limit: float,
+    record: Callable[[_Lane, CheckResult], None],
+    stop: threading.Event,
+) -> None:
+    """Run one lane's groups in a child, starting a new one after a hang or crash for the checks
+    not run yet, until every check has a result (or none progressed)."""
+    events = _Events(lane.events_path)
+    log_path = lane.log_path
+    collected = lane.collected
+    done = lane.done
     with log_path.open("ab") as log:
         while True:
-            launches += 1
-            cmd = pytest_command(python, run_dir, groups, list(done))
+            lane.launches += 1
+            cmd = pytest_command(python, run_dir, lane.groups, list(done))
             _append(log, f"\n$ {' '.join(cmd)}\n")
             launched = time.perf_counter()
             # cwd: never the user's folder, where `-m pytest` would import a ./torch.py (issue 17)
@@ -365,24 +500,27 @@ def run_suite(
             last_event = time.monotonic()
             try:
                 while True:
+                    if stop.is_set():
+                        raise _Stopped
                     exited = proc.poll() is not None
                     for ev in events.read():
                         last_event = time.monotonic()
                         kind = ev["event"]
                         if kind == "collected":
                             seen_collection = True
-                            if startup is None:
-                                startup = time.perf_counter() - launched
+                            if lane.startup is None:
+                                lane.startup = time.perf_counter() - launched
                             for item in ev["items"]:
                                 collected.setdefault(item["nodeid"], item)
                         elif kind == "facts":
-                            facts = ev["facts"]
+                            lane.facts = ev["facts"]
                         elif kind == "start":
                             current = (ev["nodeid"], time.monotonic())
                         elif kind == "result":
                             progressed = progressed or ev["nodeid"] not in done
                             current = None
                             record(
+                                lane,
                                 CheckResult(
                                     check=ev.get("check") or ev["nodeid"],
                                     group=ev.get("group") or "",
@@ -391,7 +529,7 @@ def run_suite(
                                     message=ev.get("message", ""),
                                     diagnosis=ev.get("diagnosis"),
                                     nodeid=ev["nodeid"],
-                                )
+                                ),
                             )
                             if ev.get("detail"):
                                 _append(log, f"\n--- {ev.get('check')}: detail ---\n{ev['detail']}\n")
@@ -428,6 +566,7 @@ def run_suite(
                 }[phase]
                 check_id = {"start-up": "suite.startup", "exit": "suite.exit"}.get(phase, "suite.between")
                 record(
+                    lane,
                     CheckResult(
                         check_id,
                         "suite",
@@ -443,7 +582,7 @@ def run_suite(
                             },
                         ).to_dict(),
                         check_id,
-                    )
+                    ),
                 )
                 break
             if current is not None:
@@ -451,14 +590,14 @@ def run_suite(
                 item = collected.get(nodeid, {"check": nodeid, "group": "", "timeout": 0})
                 progressed = True
                 if killed_for == nodeid:
-                    where = _stack_excerpt(run_dir / "stacks.txt", item["check"])
+                    where = _stack_excerpt(lane.stacks_path, item["check"])
                     detail = f"{item['check']} did not finish within {item['timeout']:.0f} s"
                     detail += f"; it was stuck in {where}" if where else ""
                     diag = breakages.diagnosis(
                         "hang",
                         {
                             "detail": detail,
-                            "fix_hint": f"see the stack dump in {run_dir / 'stacks.txt'} and the log "
+                            "fix_hint": f"see the stack dump in {lane.stacks_path} and the log "
                             f"{log_path} (both kept with --keep); the rest of the suite ran on",
                         },
                     )
@@ -476,6 +615,7 @@ def run_suite(
                     )
                     message = f"crashed the test process ({how})"
                 record(
+                    lane,
                     CheckResult(
                         item["check"],
                         item["group"],
@@ -484,7 +624,7 @@ def run_suite(
                         message,
                         diag.to_dict(),
                         nodeid,
-                    )
+                    ),
                 )
             remaining = [n for n in collected if n not in done]
             if not collected and not done:
@@ -493,6 +633,7 @@ def run_suite(
                 lines = [ln for ln in tail.splitlines() if ln.strip()]
                 errors = [ln for ln in lines if re.search(r"(Error|Exception)\b", ln)]
                 record(
+                    lane,
                     CheckResult(
                         "suite.start",
                         "suite",
@@ -501,7 +642,7 @@ def run_suite(
                         "the smoke suite could not start: " + ((errors or lines or ["no output"])[-1].strip())[:400],
                         start_diag.to_dict() if start_diag else None,
                         "suite.start",
-                    )
+                    ),
                 )
                 break
             if not remaining or not progressed:
@@ -510,6 +651,7 @@ def run_suite(
     for nodeid, item in collected.items():
         if nodeid not in done:
             record(
+                lane,
                 CheckResult(
                     item["check"],
                     item["group"],
@@ -518,24 +660,5 @@ def run_suite(
                     "did not run: the test process ended before reaching it",
                     None,
                     nodeid,
-                )
+                ),
             )
-    if any(r.outcome == "failed" for r in done.values()):
-        log_text = log_path.read_text(errors="replace")
-        folders = {"TMPDIR": run_dir.parent, "the compile cache": cache}
-        for result in done.values():
-            _disk_full(result, log_text, folders)
-    shutil.rmtree(run_dir / "tmp", ignore_errors=True)
-    ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
-    group_seconds: dict[str, float] = {}
-    for r in ordered:
-        group_seconds[r.group] = round(group_seconds.get(r.group, 0.0) + r.seconds, 3)
-    return SuiteRun(
-        results=ordered,
-        facts=facts,
-        seconds=round(time.perf_counter() - started, 3),
-        log_path=str(log_path),
-        launches=launches,
-        startup_seconds=round(startup, 3) if startup is not None else None,
-        group_seconds=group_seconds,
-    )

@@ -48,6 +48,13 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="cap every check's timeout (default: per group, 60-300 s)",
     )
+    options.add_number(
+        check,
+        "--jobs",
+        options.Number(int, 1, maximum=64),
+        help="run this many check groups at once, each in its own child process (default: the CPUs "
+        "this job may use, as doctor counts them; 1: one process for the whole suite)",
+    )
     check.add_argument("--quiet", action="store_true", help="print only the verdict line")
     check.add_argument(
         "--keep", action="store_true", help="keep the run folder (log, stack dumps) in TMPDIR and print where it is"
@@ -81,7 +88,7 @@ def outputs(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torchenv.check import runner
+    from torchenv.check import parallel, runner
     from torchenv.report import check as report_mod
     from torchenv.spec import model as spec_mod
 
@@ -114,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         on_result=progress,
         keep=args.keep,
         warn=lambda text: print(f"\ntorchenv: warning: {text}", file=sys.stderr),
+        jobs=args.jobs or parallel.default_jobs(),
     )
     notebook_section = None
     if args.notebook:

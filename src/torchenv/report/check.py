@@ -65,6 +65,8 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
             "startup_seconds": run.startup_seconds,
             "group_seconds": run.group_seconds,
             "launches": run.launches,
+            "jobs": run.jobs,
+            "lanes": run.lanes,
         },
         "checks": checks,
         "causes": [c.copy() for c in doctor.causes_for_check(checks, facts, variant)],

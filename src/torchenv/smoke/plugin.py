@@ -24,6 +24,8 @@ EVENTS_ENV = "TORCHENV_EVENTS"
 STACKS_ENV = "TORCHENV_STACKS"
 TIMEOUT_ENV = "TORCHENV_TIMEOUT"
 FACTS_ENV = "TORCHENV_FACTS"
+#: Set by the runner when groups run in parallel children: this child's share of the CPUs.
+THREADS_ENV = "TORCHENV_LANE_THREADS"
 
 #: Run order and default per-check timeout (seconds) of each group. Cheap, telling groups first.
 GROUPS: dict[str, float] = {
@@ -84,6 +86,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
         started = time.perf_counter()
         emit("facts", facts=facts.gather(), seconds=time.perf_counter() - started)
+    _share_cpus()
+
+
+def _share_cpus() -> None:
+    """In a parallel run, torch's intra-op threads are capped at this child's share of the CPUs
+    (after the facts are gathered, so they report the environment's own setting). Two children each
+    running as many OpenMP threads as there are cores oversubscribe them, and OpenMP's spin-waiting
+    then makes a CPU-bound check many times slower."""
+    share = os.environ.get(THREADS_ENV, "")
+    if not share.isdigit() or int(share) < 1:
+        return
+    try:
+        import torch
+    except Exception:  # no torch: every check that needs it says so
+        return
+    if torch.get_num_threads() > int(share):
+        torch.set_num_threads(int(share))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
