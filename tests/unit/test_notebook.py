@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,7 @@ def test_check_without_a_path_leaves_nothing_in_tmpdir(monkeypatch: pytest.Monke
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-    monkeypatch.setattr(notebook.tempfile, "tempdir", None)  # tempfile caches TMPDIR
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches TMPDIR
     _fake_kernel(monkeypatch, 0.99)
     run = notebook.check(variant="pip", spec_hash="h", executed_path=None)
     assert run.result.outcome == "passed"
