@@ -291,3 +291,22 @@ def test_executed_notebook_goes_beside_the_report_or_into_the_kept_run_folder(tm
     kept = tmp_path / "torchenv-check-x" / "cnn_single_gpu.ipynb"
     assert notebook.executed_notebook_path(run, None, keep=True) == kept
     assert notebook.executed_notebook_path(run, None, keep=False) is None
+
+
+def test_the_kernel_keeps_torch_caches_in_the_removed_work_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's default inductor/Triton caches are $TMPDIR/torchinductor_<user>: the kernel's env points
+    them into the work folder, which check() removes (found by the integration test's TMPDIR scan)."""
+    seen: dict[str, str] = {}
+
+    def execute(nb: Any, **kw: Any) -> jupyter.Execution:
+        spec = json.loads((kw["kernel_dir"] / notebook.KERNEL_NAME / "kernel.json").read_text())
+        seen.update(spec["env"])
+        seen["work"] = str(kw["runtime_dir"])
+        return _execution(_executed({"accuracy": 0.99, "device": "cpu"}))
+
+    monkeypatch.setattr(jupyter, "missing", lambda modules: [])
+    monkeypatch.setattr(jupyter, "execute_notebook", execute)
+    notebook.check(variant="pip", spec_hash="h", executed_path=None)
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "MPLCONFIGDIR", "IPYTHONDIR"):
+        assert seen[name].startswith(seen["work"] + "/"), name
+    assert not Path(seen["work"]).exists()

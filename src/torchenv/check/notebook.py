@@ -177,6 +177,9 @@ def check(*, variant: str, spec_hash: str, executed_path: Path | None, timeout: 
                 "MPLCONFIGDIR": str(scratch / "matplotlib"),
                 "IPYTHONDIR": str(scratch / "ipython"),
                 "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                # torch's own default caches are $TMPDIR/torchinductor_<user>: left behind per run
+                "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
+                "TRITON_CACHE_DIR": str(scratch / "triton"),
             },
         )
         kernel.write_spec(spec, work / "kernels" / KERNEL_NAME)
