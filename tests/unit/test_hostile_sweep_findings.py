@@ -64,3 +64,25 @@ def test_bench_refuses_a_bad_peak_before_measuring(
     monkeypatch.setattr(bench_run, "bench", measured)
     assert cli.main(["bench", "--peak", "bf16=1e309"]) == 2
     assert "--peak 'bf16=1e309'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("allocate", [False, True])
+def test_vet_json_folder_or_fifo_is_refused_before_any_node_is_probed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], allocate: bool
+) -> None:
+    """Inside an allocation (or with --allocate) vet used to look for Slurm and probe every node
+    before it found that --json names a folder or a FIFO."""
+    from torchenv.engines import slurm
+
+    def no_slurm(*a: object, **k: object) -> None:
+        raise AssertionError("vet reached Slurm with a bad --json")
+
+    monkeypatch.setattr(slurm, "Slurm", no_slurm)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "n[1-3]")
+    fifo = tmp_path / "vet.json"
+    os.mkfifo(fifo)
+    extra = ["--allocate"] if allocate else []
+    for target in (fifo, tmp_path):
+        assert cli.main(["vet", *extra, "--out", str(tmp_path / "out"), "--json", str(target)]) == 2
+        assert f"--json: {target} is a" in capsys.readouterr().err
