@@ -95,6 +95,30 @@ def test_check_notebook_passes_with_the_accuracy_of_the_cnn_check(jupyter_python
     )
 
 
+def test_check_notebook_without_json_leaves_nothing_and_keep_names_the_notebook(
+    jupyter_python: str, tmp_path: Path
+) -> None:
+    """No --json: nothing of the run stays in TMPDIR (a torchenv-notebook-out-* folder used to stay
+    per run); with --keep the executed notebook is in the kept run folder and its path is printed."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "JUPYTER_PLATFORM_DIRS": "1", "HOME": str(tmp_path)}
+    plain = _torchenv(jupyter_python, "check", "--only", "facts", "--notebook", "--quiet", env=env)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchenv-cache-"))
+    assert left == [], f"left in TMPDIR: {left}"
+    assert "kept" not in plain.stdout
+
+    kept = _torchenv(jupyter_python, "check", "--only", "facts", "--notebook", "--keep", env=env)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    line = next(x for x in kept.stdout.splitlines() if x.startswith("torchenv check: kept the executed notebook "))
+    executed = Path(line.removeprefix("torchenv check: kept the executed notebook "))
+    assert executed.is_file() and executed.parent.parent == tmp and executed.parent.name.startswith("torchenv-check-")
+    nb = json.loads(executed.read_text())
+    assert all(c["execution_count"] for c in nb["cells"] if c["cell_type"] == "code")
+    shutil.rmtree(executed.parent)
+
+
 def test_check_notebook_fails_when_a_cell_fails(jupyter_python: str, tmp_path: Path) -> None:
     """matplotlib hidden on purpose: the notebook's read-the-data cell fails, the check names it."""
     shadow = tmp_path / "shadow" / "matplotlib"

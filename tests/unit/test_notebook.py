@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,63 @@ def test_notebook_row_merges_into_the_report(monkeypatch: pytest.MonkeyPatch, tm
     assert "notebook.cnn_single_gpu" in text and "below the floor 97%" in text
     report.write_junit(rep, str(tmp_path / "j.xml"))
     assert 'name="notebook.cnn_single_gpu"' in (tmp_path / "j.xml").read_text()
+
+
+def _fake_kernel(monkeypatch: pytest.MonkeyPatch, accuracy: float) -> None:
+    """check() with everything but the kernel: its work folder is made and removed for real."""
+    monkeypatch.setattr(jupyter, "missing", lambda modules: [])
+    monkeypatch.setattr(
+        jupyter,
+        "execute_notebook",
+        lambda nb, **kw: _execution(_executed({"accuracy": accuracy, "device": "cpu"})),
+    )
+
+
+def test_check_without_a_path_leaves_nothing_in_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No --json, no --keep: the executed notebook is not written anywhere (it used to stay in a
+    torchenv-notebook-out-* folder per run) and the report names no file."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches TMPDIR
+    _fake_kernel(monkeypatch, 0.99)
+    run = notebook.check(variant="pip", spec_hash="h", executed_path=None)
+    assert run.result.outcome == "passed"
+    assert run.section["executed"] is None
+    assert list(tmp.iterdir()) == []
+
+
+def test_check_below_the_floor_without_a_kept_notebook_says_how_to_keep_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_kernel(monkeypatch, 0.3)
+    run = notebook.check(variant="pip", spec_hash="h", executed_path=None)
+    assert run.result.outcome == "failed" and run.result.diagnosis is not None
+    assert "rerun with --json or --keep" in run.result.diagnosis["fix"]
+
+
+def test_executed_notebook_goes_beside_the_report_or_into_the_kept_run_folder(tmp_path: Path) -> None:
+    run = SuiteRun(results=[], facts={}, seconds=0.0, log_path=str(tmp_path / "torchenv-check-x" / "check.log"))
+    report_path = str(tmp_path / "r.json")
+    assert notebook.executed_notebook_path(run, report_path, keep=False) == tmp_path / "r.ipynb"
+    assert notebook.executed_notebook_path(run, report_path, keep=True) == tmp_path / "r.ipynb"
+    kept = tmp_path / "torchenv-check-x" / "cnn_single_gpu.ipynb"
+    assert notebook.executed_notebook_path(run, None, keep=True) == kept
+    assert notebook.executed_notebook_path(run, None, keep=False) is None
+
+
+def test_the_kernel_keeps_torch_caches_in_the_removed_work_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's default inductor/Triton caches are $TMPDIR/torchinductor_<user>: the kernel's env points
+    them into the work folder, which check() removes (found by the integration test's TMPDIR scan)."""
+    seen: dict[str, str] = {}
+
+    def execute(nb: Any, **kw: Any) -> jupyter.Execution:
+        spec = json.loads((kw["kernel_dir"] / notebook.KERNEL_NAME / "kernel.json").read_text())
+        seen.update(spec["env"])
+        seen["work"] = str(kw["runtime_dir"])
+        return _execution(_executed({"accuracy": 0.99, "device": "cpu"}))
+
+    monkeypatch.setattr(jupyter, "missing", lambda modules: [])
+    monkeypatch.setattr(jupyter, "execute_notebook", execute)
+    notebook.check(variant="pip", spec_hash="h", executed_path=None)
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "MPLCONFIGDIR", "IPYTHONDIR"):
+        assert seen[name].startswith(seen["work"] + "/"), name
+    assert not Path(seen["work"]).exists()

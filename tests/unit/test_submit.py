@@ -697,3 +697,50 @@ def test_ctrl_c_cancels_the_submitted_jobs_with_a_scripted_cluster(
 def test_slurm_conf_that_does_not_exist_is_a_missing_tool_at_once(tmp_path: Path) -> None:
     with pytest.raises(ToolMissing, match=r"SLURM_CONF=.*/missing.conf: no such file"):
         slurm.Slurm(env={"PATH": str(tmp_path), "SLURM_CONF": str(tmp_path / "missing.conf")})
+
+
+class RefusingCluster(ScriptedCluster):
+    """sbatch refuses the script (a bad account, a full queue): nothing was submitted."""
+
+    def submit(self, script: Path) -> str:
+        raise TorchenvError("sbatch refused the job: Invalid account", fix="pass --sbatch-arg=--account=...")
+
+
+def test_a_submit_that_fails_before_any_job_removes_the_workdir_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(slurm, "Slurm", RefusingCluster)
+    workdir = tmp_path / "w"
+    argv = ["submit", "--variant", "pip", "--python", sys.executable, "--workdir", str(workdir)]
+    assert cli.main([*argv, "--partition", "both"]) == 2
+    assert "Invalid account" in capsys.readouterr().err
+    assert not workdir.exists()
+    # an unknown partition is found after the folder was checked (made): it goes too
+    assert cli.main([*argv, "--partition", "nosuch"]) == 2
+    assert not workdir.exists()
+
+
+def test_a_failed_submit_into_an_existing_workdir_keeps_it_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(slurm, "Slurm", RefusingCluster)
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("mine\n")
+    argv = ["submit", "--variant", "pip", "--python", sys.executable, "--workdir", str(workdir)]
+    assert cli.main([*argv, "--partition", "both"]) == 2
+    err = capsys.readouterr().err
+    assert f"kept in {workdir}" in err
+    assert (workdir / "notes.txt").read_text() == "mine\n" and (workdir / "both" / "job.sbatch").is_file()
+
+
+def test_ctrl_c_after_a_job_was_submitted_keeps_the_workdir_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = ScriptedCluster()
+    cluster.interrupted = True
+    monkeypatch.setattr(slurm, "Slurm", lambda: cluster)
+    workdir = tmp_path / "w"
+    assert cli.main(["submit", "--variant", "pip", "--python", sys.executable, "--workdir", str(workdir)]) == 130
+    assert f"kept in {workdir}" in capsys.readouterr().err
+    assert (workdir / "both" / "check-n1.json").is_file()

@@ -18,6 +18,7 @@ Units inside this module: FLOP/s and bytes/s (floats). Display units are chosen 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -329,6 +330,7 @@ PEAK_NAMES: Mapping[str, str] = {
 
 _FLOP_UNITS = {"": TERA, "t": TERA, "tflop/s": TERA, "tflops": TERA, "g": GIGA, "gflop/s": GIGA, "gflops": GIGA}
 _BYTE_UNITS = {"": GIGA, "g": GIGA, "gb/s": GIGA, "t": TERA, "tb/s": TERA}
+MAX_PEAK = 1e7  # TFLOP/s or GB/s: three orders of magnitude above today's largest datasheet number
 _PEAK_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z/]*)\s*$")
 
 
@@ -375,5 +377,9 @@ def parse_peaks(items: Sequence[str]) -> PeakOverrides:
             raise _peak_error(item, f"unit {match.group(2)!r} does not fit {name} (use {kinds})")
         if number <= 0:
             raise _peak_error(item, "a peak must be above zero")
-        values[name] = number * units[unit]
+        value = number * units[unit]
+        if not math.isfinite(value) or value / units[""] > MAX_PEAK:  # 1e309 is inf; 40 digits is no device's
+            default = "GB/s" if units is _BYTE_UNITS else "TFLOP/s"
+            raise _peak_error(item, f"{raw.strip()} is beyond any device's peak (at most {MAX_PEAK:g} {default})")
+        values[name] = value
     return PeakOverrides(values)

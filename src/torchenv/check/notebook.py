@@ -6,7 +6,8 @@ the kernel.json ``torchenv kernel install`` would write for it, so the check pro
 take in Jupyter: kernel start, imports, the guide's steps on the offline digits, the plots. It fails
 when a cell fails, the kernel does not start, or the test accuracy the notebook reports is below
 :data:`ACCURACY_FLOOR`. The executed notebook (outputs, plots, per-cell timings) is kept beside
-the report as ``<report>.ipynb``.
+the report as ``<report>.ipynb``; without a report it goes into the suite's run folder, which is
+removed at exit unless ``--keep`` (nothing is left in TMPDIR by a run that was not asked to keep).
 
 Reading the result back and turning an execution into a check row are pure
 (:func:`notebook_result`, :func:`to_check`); running it is :mod:`torchenv.engines.jupyter`'s job.
@@ -86,8 +87,9 @@ def _diagnosis_for_error(name: str | None, value: str | None, text: str) -> dict
     ).to_dict()
 
 
-def to_check(execution: jupyter.Execution, executed_path: str, floor: float = ACCURACY_FLOOR) -> NotebookRun:
-    """Pure: the check row and report section for one execution of the notebook."""
+def to_check(execution: jupyter.Execution, executed_path: str | None, floor: float = ACCURACY_FLOOR) -> NotebookRun:
+    """Pure: the check row and report section for one execution of the notebook (``executed_path``
+    None: the executed notebook was not kept)."""
     result = notebook_result(execution.notebook)
     accuracy = result.get("accuracy") if result else None
     device = result.get("device") if result else None
@@ -123,7 +125,12 @@ def to_check(execution: jupyter.Execution, executed_path: str, floor: float = AC
             "wrong-result",
             {
                 "detail": f"the notebook's CNN reached only {accuracy:.1%} on the held-out digits",
-                "fix_hint": f"compare with the cnn checks of the same report; the executed notebook is {executed_path}",
+                "fix_hint": "compare with the cnn checks of the same report; "
+                + (
+                    f"the executed notebook is {executed_path}"
+                    if executed_path
+                    else "rerun with --json or --keep to keep the executed notebook"
+                ),
             },
         ).to_dict()
     else:
@@ -155,7 +162,7 @@ def _missing_row(absent: list[str]) -> NotebookRun:
 
 def check(*, variant: str, spec_hash: str, executed_path: Path | None, timeout: float | None = None) -> NotebookRun:
     """Run the notebook in a kernel of this interpreter; the executed notebook goes to
-    ``executed_path`` (default: a temporary folder, named in the report)."""
+    ``executed_path`` (None: it is not written, and the report names none)."""
     absent = jupyter.missing(jupyter.NOTEBOOK_MODULES)
     if absent:
         return _missing_row(absent)
@@ -170,6 +177,9 @@ def check(*, variant: str, spec_hash: str, executed_path: Path | None, timeout: 
                 "MPLCONFIGDIR": str(scratch / "matplotlib"),
                 "IPYTHONDIR": str(scratch / "ipython"),
                 "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                # torch's own default caches are $TMPDIR/torchinductor_<user>: left behind per run
+                "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor"),
+                "TRITON_CACHE_DIR": str(scratch / "triton"),
             },
         )
         kernel.write_spec(spec, work / "kernels" / KERNEL_NAME)
@@ -182,12 +192,23 @@ def check(*, variant: str, spec_hash: str, executed_path: Path | None, timeout: 
             runtime_dir=work,
             timeout=cell_timeout,
         )
-        out = executed_path or Path(tempfile.mkdtemp(prefix="torchenv-notebook-out-")) / f"{cnn_notebook.NAME}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(execution.notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-        return to_check(execution, str(out))
+        if executed_path is None:
+            return to_check(execution, None)
+        executed_path.parent.mkdir(parents=True, exist_ok=True)
+        executed_path.write_text(json.dumps(execution.notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        return to_check(execution, str(executed_path))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def executed_notebook_path(run: SuiteRun, report_path: str | None, *, keep: bool) -> Path | None:
+    """Where ``check --notebook`` writes the executed notebook: beside --json, else (``--keep``)
+    in the kept run folder, else nowhere."""
+    if report_path:
+        return Path(report_path).with_suffix(".ipynb")
+    if keep:
+        return Path(run.log_path).parent / f"{cnn_notebook.NAME}.ipynb"
+    return None
 
 
 def add_to_run(
@@ -198,10 +219,14 @@ def add_to_run(
     report_path: str | None,
     timeout: float | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Run the notebook check and append its row to ``run`` (so report.build counts it like any
-    other check); returns the report's ``notebook`` section."""
-    executed = Path(report_path).with_suffix(".ipynb") if report_path else None
+    other check); returns the report's ``notebook`` section.
+
+    The executed notebook goes beside the report (``<report>.ipynb``); without a report, into the
+    suite's run folder when ``keep`` (that folder is kept and printed), else nowhere."""
+    executed = executed_notebook_path(run, report_path, keep=keep)
     nb_run = check(variant=variant, spec_hash=spec_hash, executed_path=executed, timeout=timeout)
     run.results.append(nb_run.result)
     run.group_seconds[GROUP] = round(run.group_seconds.get(GROUP, 0.0) + nb_run.result.seconds, 3)

@@ -56,7 +56,10 @@ def add_parser(sub: options.Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Everything it will write is checked before a minute of measuring.
+    # Everything it will write, and every --peak, is checked before a minute of measuring.
+    from torchenv.bench import peaks
+
+    peaks.parse_peaks(list(args.peak))
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise TorchenvError(
             f"torchenv bench --plot {args.plot}: the plot is an image ({', '.join(PLOT_SUFFIXES)}).",

@@ -63,7 +63,8 @@ def add_parser(sub: Any) -> None:
         "--notebook",
         action="store_true",
         help="also run the CNN notebook headless in a Jupyter kernel of this environment (check "
-        "notebook.cnn_single_gpu); the executed notebook goes beside the report (<report>.ipynb)",
+        "notebook.cnn_single_gpu); the executed notebook goes beside the report (<report>.ipynb), or "
+        "with --keep and no --json into the kept run folder",
     )
     check.add_argument(
         "--sbom",
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             report_path=args.json,
             timeout=args.timeout,
             on_result=progress,
+            keep=args.keep,
         )
     if not args.quiet:
         print("\n")
@@ -162,4 +164,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"report: {args.json}")
     if args.keep:
         print(f"torchenv check: kept the run folder {Path(suite.log_path).parent} (log: {suite.log_path})")
+        if notebook_section is not None and notebook_section.get("executed") and not args.json:
+            print(f"torchenv check: kept the executed notebook {notebook_section['executed']}")
     return report_mod.exit_code(report)

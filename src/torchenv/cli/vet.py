@@ -547,6 +547,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     env = dict(os.environ)
     opts = _options(args, env)
+    from torchenv import safeio
+
+    # --json is checked before any node is probed or job submitted (a folder or FIFO was found at the end)
+    safeio.check_outputs({"--json": opts.json}, inputs={"--config": args.config}, command="torchenv vet")
     if args.allocate:
         return run_allocate(opts, args, env)
     only_allocate = (("--partition", args.partition), ("--nodes", args.nodes), ("--timeout", args.timeout))

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -1142,14 +1143,15 @@ def submit(args: SubmitOptions) -> int:
         )
     slurm = Slurm()
     slurm.ping()
+    made = not req.workdir.exists()  # a folder this run makes is removed if it fails before any job
     safeio.check_folder(req.workdir, "torchenv submit --workdir")
-    targets, warnings = plan(req, slurm.partitions())
-    for warning in warnings:
-        print(f"torchenv submit: warning: {warning}", file=sys.stderr)
     submitted: dict[str, str] = {}
     followed: dict[str, Followed] = {}
     started = time.monotonic()
     try:
+        targets, warnings = plan(req, slurm.partitions())
+        for warning in warnings:
+            print(f"torchenv submit: warning: {warning}", file=sys.stderr)
         with sigterm_as_interrupt():
             for target in targets:
                 script = _prepare(req, target)
@@ -1168,6 +1170,13 @@ def submit(args: SubmitOptions) -> int:
         if unfinished:
             print(f"torchenv submit: cancelling job(s) {', '.join(unfinished)}", file=sys.stderr)
             slurm.cancel(unfinished)
+        if made and not submitted:
+            shutil.rmtree(req.workdir, ignore_errors=True)
+        else:
+            print(
+                f"torchenv submit: stopped; the job scripts and what the jobs wrote are kept in {req.workdir}",
+                file=sys.stderr,
+            )
         raise
     results = []
     for f in followed.values():

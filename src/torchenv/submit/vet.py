@@ -153,6 +153,10 @@ class FloorConfig:
 
 def load_config(path: str | Path) -> FloorConfig:
     where = str(path)
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the read for ever
+        raise TorchenvError(
+            f"torchenv vet --config {where}: not a regular file (a folder, FIFO or device).", fix="pass a TOML file"
+        )
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
