@@ -84,6 +84,8 @@ class CheckSummary(TypedDict, total=False):
     startup_seconds: float | None
     group_seconds: dict[str, float]
     launches: int
+    jobs: int  # how many check groups ran at once (torchenv check --jobs)
+    lanes: list[list[str]]  # the groups each of those child processes ran
 
 
 class _CheckReportRequired(TypedDict):
