@@ -112,9 +112,12 @@ def _ensure_torch_venv(session: nox.Session) -> Path:
     except TorchenvError as exc:
         session.error(exc.render())
     session.log(f"building the torch venv {TORCH_VENV} from {pip_variant.lock_path(spec).name}")
+    # run_install, not run: building the venv is installing, so `--install-only` (CI builds the test
+    # venv that way) builds it too, and `-R` (--no-install) leaves it alone and stamps nothing
     for step in steps:
-        if step.kind in ("create", "install"):
-            session.run(*step.argv, external=True)
+        if step.kind in ("create", "install") and session.run_install(*step.argv, external=True) is None:
+            session.warn(f"--no-install: the torch venv {TORCH_VENV} is left as it is (not built from the lock)")
+            return python
     stamp.write_text(digest)
     return python
 

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,35 +60,51 @@ def _linked_venv(torch_python: str, target: Path, only: set[str] | None = None) 
 # The working folder: found from the paths, never executed
 
 
+@dataclass
+class Shadowed:
+    """One working folder with a trap ./torch.py, run once by doctor and once by check (facts and
+    tensor): the three tests below each read what they need of the two runs."""
+
+    folder: Path
+    marker: Path
+    doctor: DoctorRun
+    check: CheckRun
+
+
+@pytest.fixture(scope="module")
+def shadowed(torch_python: str, tmp_path_factory: pytest.TempPathFactory) -> Shadowed:
+    folder = tmp_path_factory.mktemp("shadowed")
+    marker = folder / "marker"
+    _trap(folder / "torch.py", marker)
+    doctor_run = run_doctor(torch_python, folder)
+    assert not marker.exists(), "doctor ran ./torch.py"
+    check = run_check(torch_python, "--only", "facts", "--only", "tensor", tmp=folder, timeout=600)
+    return Shadowed(folder, marker, doctor_run, check)
+
+
 def test_torch_py_in_the_working_folder_is_named_and_never_run_by_doctor_real(
-    torch_python: str, tmp_path: Path
+    torch_python: str, shadowed: Shadowed
 ) -> None:
-    marker = tmp_path / "marker"
-    _trap(tmp_path / "torch.py", marker)
-    run = run_doctor(torch_python, tmp_path)
-    assert not marker.exists() and _MARKER not in run.stdout + run.stderr, "doctor ran ./torch.py"
+    run, folder = shadowed.doctor, shadowed.folder
+    assert not shadowed.marker.exists() and _MARKER not in run.stdout + run.stderr, "doctor ran ./torch.py"
     assert run.code == 1, run.stdout + run.stderr
     found = run.finding("module-shadowed")
     assert "`./torch.py` shadows the installed torch for anything run from this folder" in found["cause"]
-    assert str(tmp_path / "torch.py") in found["cause"]
-    assert found["fix"].startswith(f"rename it: `mv {tmp_path / 'torch.py'} {tmp_path / 'my_torch.py'}`")
+    assert str(folder / "torch.py") in found["cause"]
+    assert found["fix"].startswith(f"rename it: `mv {folder / 'torch.py'} {folder / 'my_torch.py'}`")
     assert run.facts["torch"]["file"].startswith(str(Path(torch_python).parent.parent))  # the real torch ran
     assert run.report["causes"][0]["key"] == "shadowed:torch"
     assert "tensor.*" in found["explains"]
 
 
-def test_torch_py_in_the_working_folder_is_named_and_never_run_by_check_real(torch_python: str, tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
-    _trap(tmp_path / "torch.py", marker)
-    run = run_check(torch_python, "--only", "facts", "--only", "tensor", tmp=tmp_path, timeout=600)
-    assert not marker.exists() and _MARKER not in run.stdout + run.stderr, "check ran ./torch.py"
+def test_torch_py_in_the_working_folder_is_named_and_never_run_by_check_real(shadowed: Shadowed) -> None:
+    run, folder = shadowed.check, shadowed.folder
+    assert not shadowed.marker.exists() and _MARKER not in run.stdout + run.stderr, "check ran ./torch.py"
     assert run.check("facts.torch_version")["outcome"] == "passed"  # the suite imported the installed torch
     shadow = next(c for c in run.report["causes"] if c["key"] == "shadowed:torch")
-    assert (
-        "`./torch.py` shadows the installed torch" in shadow["cause"] and str(tmp_path / "torch.py") in shadow["cause"]
-    )
+    assert "`./torch.py` shadows the installed torch" in shadow["cause"] and str(folder / "torch.py") in shadow["cause"]
     assert "Root causes, in the order to fix them" in run.stdout
-    assert str(tmp_path / "torch.py") in run.stdout
+    assert str(folder / "torch.py") in run.stdout
 
 
 def test_torch_package_torchvision_and_numpy_files_in_the_working_folder_real(
@@ -171,13 +188,10 @@ def test_a_bare_env_checked_as_pip_ends_with_its_three_causes_real(bare_python: 
     _agree(run, doctor_run)
 
 
-def test_doctor_and_check_agree_on_a_shadowing_folder_real(torch_python: str, tmp_path: Path) -> None:
-    _trap(tmp_path / "torch.py", tmp_path / "marker")
-    check = run_check(torch_python, "--only", "facts", tmp=tmp_path, timeout=600)
-    doctor_run = run_doctor(torch_python, tmp_path)
-    assert "shadowed:torch" in [c["key"] for c in check.report["causes"]]
-    _agree(check, doctor_run)
-    assert not (tmp_path / "marker").exists()
+def test_doctor_and_check_agree_on_a_shadowing_folder_real(shadowed: Shadowed) -> None:
+    assert "shadowed:torch" in [c["key"] for c in shadowed.check.report["causes"]]
+    _agree(shadowed.check, shadowed.doctor)
+    assert not shadowed.marker.exists()
 
 
 # --------------------------------------------------------------------------------------------
