@@ -374,8 +374,10 @@ def build_and_check(
     if target.sbom and checked.status == 0 and sbom_file.is_file():
         safeio.copy_file(sbom_file, target.sbom, what=f"{target.what} --sbom")
         run.result["sbom"]["path"] = target.sbom
-    if isinstance(checked.report.get("checks"), list):
+    try:
         out(report_mod.summary(checked.report))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # the report came from inside the image
+        out(f"{target.what}: the check's report has an unexpected shape ({type(exc).__name__}: {exc}); see --json")
     if checked.status != 0:
         raise BuildFailed(
             "the smoke suite failed inside the image; no tag was moved.",

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias, TypedDict
 from torchenv.errors import ToolMissing, TorchenvError
 
 #: A JSON document as read from a file the engine's container wrote (untrusted: narrow before use).
-JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 JSONObject: TypeAlias = "dict[str, JSON]"
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
