@@ -25,7 +25,7 @@ from torchenv.plan import image, ngc, source
 from torchenv.probe import facts
 from torchenv.spec import model as spec_mod
 
-from ..conftest import REAL_STACK, ROOT, STACK
+from ..conftest import ROOT, STACK
 
 
 def _report(outcome: str = "passed", torch: str = "2.9.0+cpu") -> dict[str, object]:
@@ -146,18 +146,24 @@ def _label_keys(dockerfile_text: str) -> set[str]:
 
 
 def test_ngc_and_source_dockerfiles_carry_the_same_labels_sbom_included() -> None:
-    real = spec_mod.load(str(REAL_STACK))
-    ngc_keys = _label_keys(ngc.render_dockerfile(real.variant("ngc")))
+    # the committed files (test_ngc_variant / test_source_variant keep them equal to the renderings)
+    ngc_keys = _label_keys((ROOT / "containers" / "ngc" / "Dockerfile").read_text())
     source_text = (ROOT / "containers" / "source" / "Dockerfile").read_text()
     runtime = source_text.split("FROM ${RUNTIME_IMAGE}", 1)[1]
     source_keys = _label_keys(runtime)
     assert ngc_keys == source_keys
     assert {"io.torchenv.sbom", "io.torchenv.spec-hash", "org.opencontainers.image.revision"} <= ngc_keys
+    assert ngc_keys == set(image.LABEL_ARGS) | set(image.OCI_ARGS) | {
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.base.name",
+    }
     assert source.dockerfile_labels() in source_text, "containers/source/Dockerfile: paste dockerfile_labels()"
     # the source image writes the SBOM its label points at, as the ngc image does
+    fixture = spec_mod.load(str(STACK))
+    assert '--output "${SBOM_PATH}"' in runtime
     assert (
-        '--output "${SBOM_PATH}"' in runtime
-        and image.labels(real.variant("source"))["io.torchenv.sbom"] == ngc.SBOM_IN_IMAGE
+        image.labels(fixture.variant("source"))["io.torchenv.sbom"]
+        == ngc.labels(fixture.variant("ngc"))["io.torchenv.sbom"]
     )
 
 
@@ -248,6 +254,20 @@ def test_a_host_source_build_report_has_the_same_shape(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == set(pipeline.BuildReport.__required_keys__)
     assert data["outcome"] == "failed" and data["phases"][0]["name"] == "build.sh" and data["check"] is None
+
+
+def test_a_pip_build_report_has_the_same_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchenv.build import env as build_env
+    from torchenv.engines import run as gateway
+
+    monkeypatch.setattr(gateway, "run_plan", lambda steps, *, skip_kinds=(): 0)
+    opts = build_env.EnvOptions(
+        "pip", spec=str(STACK), venv=str(tmp_path / "v"), reports=str(tmp_path / "r"), json=str(tmp_path / "b.json")
+    )
+    assert build_env.build(opts, out=lambda line: None) == 0
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert set(data) == set(pipeline.BuildReport.__required_keys__)
+    assert data["outcome"] == "passed" and data["environment"] == str(tmp_path / "v") and data["image"] is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ class BuildReport(TypedDict):
     spec: SpecRef
     base: str | None
     log: str | None
+    environment: str | None  # the venv / conda prefix a pip or conda build made (None for an image)
     image: ImageFacts | None
     check: JSONObject | None
     sbom: SbomRef
@@ -114,6 +115,7 @@ def new_report(
         "spec": spec,
         "base": base,
         "log": log,
+        "environment": None,
         "image": None,
         "check": None,
         "sbom": {"in_image": None, "path": None},
