@@ -14,7 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from torchenv import paths
 from torchenv.errors import SpecError
@@ -84,7 +84,7 @@ def nvcc_archs(spec: VariantSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _flag(value: Any) -> str:
+def _flag(value: object) -> str:  # a spec option read as a truth value
     return "1" if value else "0"
 
 
@@ -187,11 +187,22 @@ def parse_env(text: str) -> dict[str, str]:
     return out
 
 
-def render_json(spec: VariantSpec) -> dict[str, Any]:
+class SourcePlan(TypedDict):
+    """``torchenv plan source --format json``."""
+
+    variant: str
+    spec: dict[str, str]
+    components: list[dict[str, str]]
+    build_env: dict[str, str]
+    nvcc_archs: list[str]
+    settings: dict[str, str]
+
+
+def render_json(spec: VariantSpec) -> SourcePlan:
     return {
         "variant": spec.name,
         "spec": {"path": spec.spec_path, "hash": spec.spec_hash},
-        "components": [c.__dict__ for c in components(spec)],
+        "components": [dict(c.__dict__) for c in components(spec)],
         "build_env": build_environment(spec),
         "nvcc_archs": list(nvcc_archs(spec)),
         "settings": settings(spec),
