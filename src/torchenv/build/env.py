@@ -14,14 +14,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torchenv import paths, safeio
+from torchenv.build import pipeline
+from torchenv.build.pipeline import PhaseRecord, new_report
+from torchenv.engines.docker import read_report
 from torchenv.errors import EXIT_FAILED, ToolMissing, TorchenvError
 from torchenv.plan import Step, Target
 from torchenv.spec import model as spec_mod
 
-SCHEMA = "torchenv.build/1"
+SCHEMA = pipeline.SCHEMA
 
 
 class StepFailed(TorchenvError):
@@ -93,18 +95,20 @@ def build(opts: EnvOptions, out: Callable[[str], None] = print) -> int:
         for line in plan_lines(steps, skip):
             out(line)
         return 0
-    phases: list[dict[str, Any]] = []
-    result: dict[str, Any] = {
-        "schema": SCHEMA,
-        "variant": opts.variant,
-        "run_id": uuid.uuid4().hex[:10],
-        "spec": {"path": stack.path, "hash": variant.spec_hash},
-        "environment": str(Path(opts.venv).resolve()),
-        "log": None,  # the steps print to this terminal
-        "check": str(Path(opts.reports).resolve() / f"{variant.name}.json"),
-        "sbom": {"path": opts.sbom},
-        "outcome": "interrupted",
-    }
+    phases: list[PhaseRecord] = []
+    result = new_report(
+        variant=opts.variant,
+        engine=opts.variant,  # pip or conda
+        run_id=uuid.uuid4().hex[:10],
+        spec={"path": stack.path, "hash": variant.spec_hash},
+        base=None,
+        log=None,  # the steps print to this terminal
+    )
+    result["environment"] = str(Path(opts.venv).resolve())
+    result["sbom"]["path"] = opts.sbom
+    result["outcome"] = "interrupted"
+    check_file = Path(opts.reports).resolve() / f"{variant.name}.json"
+    started = time.time()
     status = 0
     try:
         for step in steps:
@@ -114,10 +118,14 @@ def build(opts: EnvOptions, out: Callable[[str], None] = print) -> int:
             try:
                 status = gateway.run_plan([step], skip_kinds=skip)
             except ToolMissing:
-                phases.append({"name": step.name, "seconds": round(time.monotonic() - t0, 2), "ok": False})
+                phases.append(
+                    {"name": step.name, "seconds": round(time.monotonic() - t0, 2), "ok": False, "detail": ""}
+                )
                 raise
             except TorchenvError as exc:
-                phases.append({"name": step.name, "seconds": round(time.monotonic() - t0, 2), "ok": False})
+                phases.append(
+                    {"name": step.name, "seconds": round(time.monotonic() - t0, 2), "ok": False, "detail": ""}
+                )
                 result["outcome"] = "failed"
                 result["error"] = exc.render()
                 raise StepFailed(exc.message, fix=exc.fix) from None
@@ -129,6 +137,11 @@ def build(opts: EnvOptions, out: Callable[[str], None] = print) -> int:
     finally:
         result["phases"] = phases
         result["seconds"] = {p["name"]: p["seconds"] for p in phases}
+        if check_file.is_file() and check_file.stat().st_mtime >= started - 1:  # this build's check, not an older one
+            try:
+                result["check"] = read_report(check_file)
+            except TorchenvError:
+                result["check"] = None
         if opts.json:
             safeio.write_json(opts.json, result, what=f"torchenv build {opts.variant} --json")
             print(f"build report: {opts.json}", file=sys.stderr)

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from torchenv import safeio
 from torchenv.errors import TorchenvError
@@ -72,9 +72,25 @@ def argv(target: KernelTarget) -> list[str]:
     return [target.apptainer, "exec", "--nv", "--bind", "{connection_file}", target.sif, *launch]
 
 
-def render(target: KernelTarget, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+class KernelMetadata(TypedDict):
+    debugger: bool
+    torchenv: dict[str, str]  # variant, spec_hash, torch, python (and sif)
+
+
+class KernelSpec(TypedDict):
+    """Jupyter's kernel.json (the fields torchenv writes)."""
+
+    argv: list[str]
+    display_name: str
+    language: str
+    interrupt_mode: str
+    env: dict[str, str]
+    metadata: KernelMetadata
+
+
+def render(target: KernelTarget, extra_env: Mapping[str, str] | None = None) -> KernelSpec:
     """The kernel.json document."""
-    meta: dict[str, Any] = {
+    meta: dict[str, str] = {
         "variant": target.variant,
         "spec_hash": target.spec_hash,
         "torch": target.torch,
@@ -111,7 +127,7 @@ def kernels_dir(*, prefix: str | None, sys_prefix: str | None, env: Mapping[str,
     return jupyter_data_dir(env, home) / "kernels"
 
 
-def write_spec(spec: Mapping[str, Any], folder: Path) -> Path:
+def write_spec(spec: KernelSpec, folder: Path) -> Path:
     """Write ``folder/kernel.json`` (replacing an earlier one, as ``ipykernel install`` does),
     atomically and never through a symlink planted at its name."""
     path = folder / "kernel.json"

@@ -9,24 +9,22 @@ left behind. Credentials are never passed into the build: only the fixed build a
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from torchenv import paths, safeio
+from torchenv import paths
+from torchenv.build import pipeline
 from torchenv.build import sqsh as sqsh_mod
-from torchenv.build.pipeline import BuildRun, Progress, validate_ca_cert
+from torchenv.build.pipeline import BuildRun, validate_ca_cert
 from torchenv.engines import apptainer
 from torchenv.engines import git as git_engine
-from torchenv.engines.docker import BuildFailed, check_in_container, connect
+from torchenv.engines.docker import BuildFailed, ContainerCheck, DockerEngine, connect, read_report
 from torchenv.engines.run import CommandTimeout
 from torchenv.errors import TorchenvError
 from torchenv.plan import ngc
 from torchenv.probe import facts
-from torchenv.report import check as report_mod
 from torchenv.spec import model as spec_mod
 from torchenv.spec.model import notebook_promised
 
@@ -94,10 +92,15 @@ def make_context(ctx: Path, spec_file: Path, ca_certs: list[Path], log: Path) ->
         raise BuildFailed(exc.message, fix=exc.fix) from None
 
 
+def _reports_dir(opts: Options) -> Path:
+    return Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve()
+
+
 def build(opts: Options, out: Callable[[str], None] = print) -> int:
     stack = spec_mod.load(opts.spec)
     variant = stack.variant("ngc")
     certs = [validate_ca_cert(c) for c in opts.ca_certs]
+    pipeline.check_references(opts.tag, opts.push)
     if opts.dry_run and opts.engine != "apptainer":
         for line in plan_lines(variant, opts):
             out(line)
@@ -116,32 +119,24 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
     apptainer_exe = apptainer.executable() if opts.sif else None
     if not DOCKERFILE.is_file():
         raise TorchenvError(f"{DOCKERFILE} is missing.", fix="run torchenv build from a torchenv checkout")
-    engine = connect(opts.engine)
+    docker = connect(opts.engine)
+    gpus = facts.nvml_driver() is not None
     with BuildRun(
         variant="ngc",
+        engine=opts.engine,
         command="torchenv build ngc",
-        reports_dir=Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve(),
+        reports_dir=_reports_dir(opts),
         log=opts.log,
         log_name="ngc-build.log",
         json_path=opts.json,
         label="torchenv build ngc",
-        extra={"spec": {"path": stack.path, "hash": variant.spec_hash}},
+        spec={"path": stack.path, "hash": variant.spec_hash},
+        base=opts.base or ngc.image_reference(variant),
     ) as run:
-        run_id, log, workdir, progress, result = run.run_id, run.log, run.workdir, run.progress, run.result
-        tmp_tag = f"torchenv-tmp:ngc-{run_id}"
-        sif_tmp = Path(f"{opts.sif}.tmp-{run_id}") if opts.sif else None
-        sqsh_target = Path(opts.sqsh).absolute() if opts.sqsh else None
-        sqsh_tmp = sqsh_target.with_name(f".{sqsh_target.stem}.tmp-{run_id}.sqsh") if sqsh_target else None
-        pushed: str | None = None
-        run.on_cleanup(lambda: _remove_sif(sif_tmp))
-        run.on_cleanup(lambda: engine.untag(tmp_tag))
-        run.on_cleanup(lambda: engine.remove_containers({"io.torchenv.build": run_id}))
-        try:
-            # 1. context and build under a temporary tag
-            progress.phase(f"building {tmp_tag} from {opts.base or ngc.image_reference(variant)} (log: {log})")
-            ctx = workdir / "context"
+        with run.phase("context"):
+            ctx = run.workdir / "context"
             ctx.mkdir()
-            make_context(ctx, Path(stack.path), certs, log)
+            make_context(ctx, Path(stack.path), certs, run.log)
             args = ngc.build_args(
                 variant,
                 base=opts.base,
@@ -149,156 +144,147 @@ def build(opts: Options, out: Callable[[str], None] = print) -> int:
                 build_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 source_url=git_engine.describe(PROJECT, "remote", "get-url", "origin"),
             )
-            image_id = run.build_image(engine, ctx, tmp_tag, args)
+        extras: list[pipeline.Extra] = []
+        if opts.sif and apptainer_exe:
+            extras.append(_sif_extra(apptainer_exe, variant, opts.sif, gpus))
+        if opts.sqsh:
+            extras.append(_sqsh_extra(docker, opts.sqsh))
+        if opts.push:
+            extras.append(pipeline.push_extra(docker, opts.push, run.log, run.progress))
+        result = pipeline.build_and_check(
+            run,
+            pipeline.DockerImage(
+                docker, ctx, args, ngc.check_command(notebook=notebook_promised(variant.packages)), gpus, CHECK_TIMEOUT
+            ),
+            pipeline.Target(
+                temporary=pipeline.temporary_tag("ngc", run.run_id),
+                final=lambda torch: opts.tag or ngc.final_tag(variant, torch),
+                torch=variant.torch,
+                extras=extras,
+                sbom=opts.sbom,
+                what="torchenv build ngc",
+            ),
+            out,
+        )
+        sqsh = result["sqsh"]
+        run.progress.phase(
+            f"PASSED: tagged {result['tag']}"
+            + (f", SIF {opts.sif}" if opts.sif else "")
+            + (f", squashfs {opts.sqsh} ({sqsh['method']})" if sqsh else "")
+            + (f", pushed {result['pushed']}" if result["pushed"] else "")
+        )
+        return 0
 
-            # 2. the smoke suite inside the image, as a cluster runs it
-            done = run.timed("check")
-            gpus = facts.nvml_driver() is not None
-            progress.phase(
-                f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
-                f"/dev/shm {ngc.SHM_SIZE}, GPUs: {'all' if gpus else 'none on this host'})"
+
+def _sif_extra(exe: str, variant: spec_mod.VariantSpec, sif: str, gpus: bool) -> pipeline.Extra:
+    """--sif: the SIF from the checked image (``docker-daemon:`` its temporary tag), built beside
+    ``sif`` under a temporary name, %test and the smoke suite run in it; moved into place last."""
+
+    def make(run: BuildRun, temporary: str, final: str) -> Callable[[], object]:
+        sif_tmp = Path(f"{sif}.tmp-{run.run_id}")
+        run.on_cleanup(lambda: _remove_sif(sif_tmp))
+        definition = ngc.render_definition(variant, ngc.Bootstrap("docker-daemon", temporary))
+        _sif_build(exe, variant, definition, sif_tmp, sif, run, gpus)
+        checked = _sif_check(exe, variant, sif_tmp, sif, run, gpus)
+        if checked.status != 0:
+            raise BuildFailed(
+                "the smoke suite failed inside the SIF; nothing was tagged or kept.", fix=f"see {run.log}"
             )
-            try:
-                checked = check_in_container(
-                    engine,
-                    tmp_tag,
-                    ngc.check_command(notebook=notebook_promised(variant.packages)),
-                    lambda out_dir: ngc.run_options(gpus=gpus, out_dir=out_dir),
-                    run_id=run_id,
-                    workdir=workdir,
-                    log=log,
-                    timeout=CHECK_TIMEOUT,
-                )
-            except BuildFailed:
-                done(False, "no report")
-                raise
-            status, check_report, out_dir = checked.status, checked.report, checked.out_dir
-            result["check"] = check_report
-            # `torchenv check --json` in the container wrote the SBOM of what it checked beside its report;
-            # the image itself carries the one its RUN step wrote (label io.torchenv.sbom).
-            sbom_file = out_dir / "report.cdx.json"
-            result["sbom"] = {"in_image": ngc.SBOM_IN_IMAGE, "path": None}
-            if opts.sbom and sbom_file.is_file():
-                safeio.copy_file(sbom_file, opts.sbom, what="torchenv build ngc --sbom")
-                result["sbom"]["path"] = opts.sbom
-            out(report_mod.summary(check_report))
-            done(status == 0, check_report["summary"]["outcome"])
-            if status != 0:
-                raise BuildFailed(
-                    "the smoke suite failed inside the image; no tag was moved.",
-                    fix="read the failures above (cause and fix per check)",
-                )
+        return lambda: sif_tmp.replace(sif)
 
-            # 3. SIF
-            if opts.sif and sif_tmp is not None and apptainer_exe:
-                definition = ngc.render_definition(variant, ngc.Bootstrap("docker-daemon", tmp_tag))
-                result["sif"] = _sif_phase(
-                    apptainer_exe, variant, definition, sif_tmp, opts.sif, workdir, log, gpus, progress, run.timed
-                )
-
-            torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
-            final = opts.tag or ngc.final_tag(variant, torch_version)
-
-            # 3b. enroot/pyxis squashfs of the checked image, under a temporary name beside PATH
-            if sqsh_target is not None and sqsh_tmp is not None:
-                done = run.timed("sqsh")
-                run.on_cleanup(lambda: sqsh_tmp.unlink(missing_ok=True))
-                progress.phase(f"making the squashfs {opts.sqsh} for enroot/pyxis")
-                made = sqsh_mod.make(engine, tmp_tag, str(sqsh_tmp), provenance=f"dockerd://{final}")
-                done(True, made.method)
-                result["sqsh"] = {**made.to_dict(), "path": str(sqsh_target)}
-
-            # 4. push (credentials from the engine's config only), then the final tag
-            if opts.push:
-                done = run.timed("push")
-                pushed = f"{opts.push}:{final.rpartition(':')[2]}"
-                progress.phase(f"pushing {pushed}")
-                engine.tag(image_id, pushed)
-                with log.open("a") as fh:
-
-                    def on_push(line: str) -> None:
-                        fh.write(line + "\n")
-
-                    engine.push(pushed, on_push)
-                done(True, pushed)
-            engine.tag(image_id, final)
-            if opts.sif and sif_tmp is not None:
-                sif_tmp.replace(opts.sif)
-            if sqsh_tmp is not None and sqsh_target is not None:
-                sqsh_tmp.replace(sqsh_target)
-            result["tag"] = final
-            result["pushed"] = pushed
-            result["outcome"] = "passed"
-            progress.phase(
-                f"PASSED: tagged {final}"
-                + (f", SIF {opts.sif}" if opts.sif else "")
-                + (f", squashfs {opts.sqsh} ({result['sqsh']['method']})" if opts.sqsh else "")
-                + (f", pushed {pushed}" if pushed else "")
-            )
-            return 0
-        except BuildFailed:
-            if pushed:
-                engine.untag(pushed)
-            raise
+    return pipeline.Extra("sif", make)
 
 
-def _sif_phase(
-    exe: str,
-    variant: spec_mod.VariantSpec,
-    definition: str,
-    sif_tmp: Path,
-    sif: str,
-    workdir: Path,
-    log: Path,
-    gpus: bool,
-    progress: Progress,
-    timed: Callable[[str], Callable[..., None]],
-) -> dict[str, Any]:
-    """Build the SIF (running %test where the spec's promises can hold here) and run the smoke suite
-    in it; raises BuildFailed. The SIF is built at ``sif_tmp``; the caller moves it into place."""
-    done = timed("sif build")
+def _sqsh_extra(docker: DockerEngine, sqsh: str) -> pipeline.Extra:
+    """--sqsh: an enroot/pyxis squashfs of the checked image, under a temporary name beside PATH."""
+    target = Path(sqsh).absolute()
+
+    def make(run: BuildRun, temporary: str, final: str) -> Callable[[], object]:
+        sqsh_tmp = target.with_name(f".{target.stem}.tmp-{run.run_id}.sqsh")
+        run.on_cleanup(lambda: sqsh_tmp.unlink(missing_ok=True))
+        run.progress.phase(f"making the squashfs {sqsh} for enroot/pyxis")
+        made = sqsh_mod.make(docker, temporary, str(sqsh_tmp), provenance=f"dockerd://{final}")
+        run.result["sqsh"] = {"path": str(target), "method": made.method, "seconds": made.seconds, "size": made.size}
+        return lambda: sqsh_tmp.replace(target)
+
+    return pipeline.Extra("sqsh", make)
+
+
+def _sif_build(
+    exe: str, variant: spec_mod.VariantSpec, definition: str, sif_tmp: Path, sif: str, run: BuildRun, gpus: bool
+) -> None:
+    """``apptainer build`` (with %test where the spec's promises can hold here); BuildFailed otherwise."""
     promises_hold = not variant.promises.gpu or gpus
-    def_file = workdir / "torchenv-ngc.def"
+    def_file = run.workdir / "torchenv-ngc.def"
     def_file.write_text(definition)
-    progress.phase(f"building the SIF {sif} ({'with' if promises_hold else 'without'} %test)")
+    run.progress.phase(f"building the SIF {sif} ({'with' if promises_hold else 'without'} %test)")
     try:
         code = apptainer.run(
             apptainer.build_command(exe, str(sif_tmp), str(def_file), run_test=promises_hold),
-            log,
+            run.log,
             timeout=SIF_BUILD_TIMEOUT,
         )
     except CommandTimeout as exc:
-        done(False, "timed out")
-        raise BuildFailed(exc.message, fix=f"see {log}") from None
-    done(code == 0)
+        raise BuildFailed(exc.message, fix=f"see {run.log}") from None
     if code != 0:
-        raise BuildFailed(f"apptainer build failed (exit {code}).", fix=f"see {log}")
-    done = timed("sif test")
-    if not promises_hold:
-        done(False, "not run: the spec promises a GPU and this host has none")
+        raise BuildFailed(f"apptainer build failed (exit {code}).", fix=f"see {run.log}")
+
+
+def _sif_check(
+    exe: str, variant: spec_mod.VariantSpec, sif_tmp: Path, sif: str, run: BuildRun, gpus: bool
+) -> ContainerCheck:
+    """The smoke suite in the SIF (``--nv`` where this host has GPUs); the report goes into
+    ``run.result["sif"]``. BuildFailed when it cannot run here or wrote no report."""
+    if variant.promises.gpu and not gpus:
         raise BuildFailed(
             "the SIF's test cannot run here: the spec promises a GPU.",
             fix=f"build on a GPU node, or run `apptainer test --nv {sif}` there",
         )
-    sif_out = workdir / "sif-out"
+    sif_out = run.workdir / "sif-out"
     sif_out.mkdir()
     sif_out.chmod(0o777)
     sif_report = sif_out / "report.json"
-    progress.phase(f"checking inside the SIF (GPUs: {'--nv' if gpus else 'none on this host'})")
+    run.progress.phase(f"checking inside the SIF (GPUs: {'--nv' if gpus else 'none on this host'})")
     try:
         code = apptainer.run(
             apptainer.exec_check_command(exe, str(sif_tmp), str(sif_report), nv=gpus, bind=str(sif_out)),
-            log,
+            run.log,
             timeout=CHECK_TIMEOUT,
         )
     except CommandTimeout as exc:
-        done(False, "timed out")
-        raise BuildFailed(f"the smoke suite in the SIF: {exc.message}", fix=f"see {log}") from None
-    data = json.loads(sif_report.read_text()) if sif_report.is_file() else None
-    done(code == 0, f"exit {code}")
-    if code != 0:
-        raise BuildFailed("the smoke suite failed inside the SIF; nothing was tagged or kept.", fix=f"see {log}")
-    return {"path": sif, "exit": code, "report": data}
+        raise BuildFailed(f"the smoke suite in the SIF: {exc.message}", fix=f"see {run.log}") from None
+    report = read_report(sif_report) if sif_report.is_file() else None
+    run.result["sif"] = {"path": sif, "exit": code, "report": report}
+    if report is None:
+        raise BuildFailed(f"the smoke suite in the SIF wrote no report (exit {code}).", fix=f"see {run.log}")
+    return ContainerCheck(code, report, sif_out)
+
+
+@dataclass
+class _Sif:
+    """Apptainer-only sites' artifact: a SIF built straight from the base reference (torchenv added
+    by %files and %post) under a temporary path, checked in itself, renamed into place."""
+
+    exe: str
+    variant: spec_mod.VariantSpec
+    definition: str
+    sif: str
+    gpus: bool
+    engine: str = "apptainer"
+
+    def build(self, run: BuildRun, temporary: str) -> str:
+        _sif_build(self.exe, self.variant, self.definition, Path(temporary), self.sif, run, self.gpus)
+        return temporary
+
+    def check(self, run: BuildRun, temporary: str) -> ContainerCheck:
+        return _sif_check(self.exe, self.variant, Path(temporary), self.sif, run, self.gpus)
+
+    def discard(self, temporary: str) -> None:
+        _remove_sif(Path(temporary))
+
+    def finalize(self, built: str, temporary: str, final: str) -> str | None:
+        Path(temporary).replace(final)
+        return None  # a file, not a tag
 
 
 def build_apptainer_only(opts: Options, out: Callable[[str], None] = print) -> int:
@@ -322,38 +308,37 @@ def build_apptainer_only(opts: Options, out: Callable[[str], None] = print) -> i
         return 0
     exe = apptainer.executable()
     base = opts.base or ngc.image_reference(variant)
+    sif = opts.sif
     with BuildRun(
         variant="ngc",
+        engine="apptainer",
         command="torchenv build ngc --engine apptainer",
-        reports_dir=Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve(),
+        reports_dir=_reports_dir(opts),
         log=opts.log,
         log_name="ngc-build.log",
         json_path=opts.json,
         label="torchenv build ngc",
-        extra={"engine": "apptainer", "base": base, "spec": {"path": stack.path, "hash": variant.spec_hash}},
+        spec={"path": stack.path, "hash": variant.spec_hash},
+        base=base,
     ) as run:
-        sif_tmp = Path(f"{opts.sif}.tmp-{run.run_id}")
-        run.on_cleanup(lambda: _remove_sif(sif_tmp))
-        ctx = run.workdir / "context"
-        ctx.mkdir()
-        make_context(ctx, Path(stack.path), certs, run.log)
+        with run.phase("context"):
+            ctx = run.workdir / "context"
+            ctx.mkdir()
+            make_context(ctx, Path(stack.path), certs, run.log)
         definition = ngc.render_definition(variant, ngc.bootstrap_for(base), files_from=str(ctx))
-        run.result["sif"] = _sif_phase(
-            exe,
-            variant,
-            definition,
-            sif_tmp,
-            opts.sif,
-            run.workdir,
-            run.log,
-            facts.nvml_driver() is not None,
-            run.progress,
-            run.timed,
+        pipeline.build_and_check(
+            run,
+            _Sif(exe, variant, definition, sif, facts.nvml_driver() is not None),
+            pipeline.Target(
+                temporary=f"{sif}.tmp-{run.run_id}",
+                final=lambda _torch: sif,
+                torch=variant.torch,
+                sbom=opts.sbom,
+                what="torchenv build ngc",
+            ),
+            out,
         )
-        sif_tmp.replace(opts.sif)
-        run.result["outcome"] = "passed"
-        out(report_mod.summary(run.result["sif"]["report"]))
-        run.progress.phase(f"PASSED: SIF {opts.sif}")
+        run.progress.phase(f"PASSED: SIF {sif}")
         return 0
 
 

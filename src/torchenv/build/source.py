@@ -14,28 +14,28 @@ container and no temporary tag.
 
 from __future__ import annotations
 
+import datetime as _dt
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from torchenv import paths, safeio
+from torchenv.build import pipeline
 from torchenv.build.pipeline import BuildRun, validate_ca_cert
 from torchenv.engines import git as git_engine
 from torchenv.engines import run as cmd
-from torchenv.engines.docker import BuildFailed, check_in_container, connect
+from torchenv.engines.docker import connect, read_report
 from torchenv.errors import TorchenvError
-from torchenv.plan import ngc, source
+from torchenv.plan import image, source
 from torchenv.probe import facts
-from torchenv.report import check as report_mod
 from torchenv.spec import model as spec_mod
 
 PROJECT = paths.PROJECT
 CHECK_TIMEOUT = 3600.0
-REPORT_DIR_IN_CONTAINER = ngc.REPORT_DIR_IN_CONTAINER
+REPORT_DIR_IN_CONTAINER = image.REPORT_DIR_IN_CONTAINER
 
 
 @dataclass
@@ -121,13 +121,13 @@ def build_host(variant: spec_mod.VariantSpec, opts: Options) -> int:
     work.mkdir(parents=True, exist_ok=True)
     config = work / "build.env"
     config.write_text(settings)
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     status = cmd.run(source.build_sh_argv(host_options(variant, opts, config), recipes / "build.sh"))
-    _host_outputs(variant, opts, status, round(time.monotonic() - t0, 2))
+    _host_outputs(variant, opts, status, round(time.monotonic() - t0, 2), started)
     return status
 
 
-def _host_outputs(variant: spec_mod.VariantSpec, opts: Options, status: int, seconds: float) -> None:
+def _host_outputs(variant: spec_mod.VariantSpec, opts: Options, status: int, seconds: float, started: float) -> None:
     """--sbom and --json of a host build: the check build.sh ran wrote its report (and the SBOM
     beside it) to <reports>/source.json; copy the SBOM, record the build (torchenv.build/1)."""
     reports = Path(opts.reports).resolve()
@@ -135,17 +135,21 @@ def _host_outputs(variant: spec_mod.VariantSpec, opts: Options, status: int, sec
     if opts.sbom and status == 0 and sbom_file.is_file():
         safeio.copy_file(sbom_file, opts.sbom, what="torchenv build source --sbom")
     if opts.json:
-        result: dict[str, Any] = {
-            "schema": "torchenv.build/1",
-            "variant": "source",
-            "spec": {"path": variant.spec_path, "hash": variant.spec_hash},
-            "log": None,
-            "check": str(reports / "source.json"),
-            "sbom": {"path": opts.sbom if opts.sbom and sbom_file.is_file() else None},
-            "phases": [{"name": "build.sh", "seconds": seconds, "ok": status == 0, "detail": f"exit {status}"}],
-            "seconds": {"build.sh": seconds},
-            "outcome": "passed" if status == 0 else "failed",
-        }
+        result = pipeline.new_report(
+            variant="source",
+            engine="host",
+            run_id="",
+            spec={"path": variant.spec_path, "hash": variant.spec_hash},
+            base=None,
+            log=None,
+        )
+        check_file = reports / "source.json"
+        fresh = check_file.is_file() and check_file.stat().st_mtime >= started - 1  # not a previous run's
+        result["check"] = read_report(check_file) if fresh else None
+        result["sbom"]["path"] = opts.sbom if opts.sbom and sbom_file.is_file() else None
+        result["phases"] = [{"name": "build.sh", "seconds": seconds, "ok": status == 0, "detail": f"exit {status}"}]
+        result["seconds"] = {"build.sh": seconds}
+        result["outcome"] = "passed" if status == 0 else "failed"
         safeio.write_json(opts.json, result, what="torchenv build source --json")
 
 
@@ -217,63 +221,49 @@ def build_container(
         raise TorchenvError(f"unknown engine {opts.engine!r}.", fix="use --engine docker or podman")
     for cert in opts.ca_certs:
         validate_ca_cert(cert)
+    pipeline.check_references(opts.tag, None)
     if opts.dry_run:
         for line in container_plan(variant, opts):
             out(line)
         return 0
     _recipes()
-    engine = connect(opts.engine)
+    docker = connect(opts.engine)
     with BuildRun(
         variant="source",
+        engine=opts.engine,
         command="torchenv build source --container",
         reports_dir=Path(opts.json).resolve().parent if opts.json else Path(opts.reports).resolve(),
         log=opts.log,
         log_name="source-build.log",
         json_path=opts.json,
         label="torchenv build source",
-        extra={"spec": {"path": stack.path, "hash": variant.spec_hash}},
+        spec={"path": stack.path, "hash": variant.spec_hash},
+        base=opts.base or source.builder_image(variant),
     ) as run:
-        run_id, log, progress, result = run.run_id, run.log, run.progress, run.result
-        tmp_tag = f"torchenv-tmp:source-{run_id}"
-        run.on_cleanup(lambda: engine.untag(tmp_tag))
-        run.on_cleanup(lambda: engine.remove_containers({"io.torchenv.build": run_id}))
-        args = source.docker_build_args(variant, builder=opts.base, runtime=opts.runtime)
-        progress.phase(f"building {tmp_tag} from {args['BUILDER_IMAGE']} (log: {log})")
-        ctx = run.workdir / "context"
-        make_context(ctx, variant, opts, Path(stack.path), log)
-        image_id = run.build_image(engine, ctx, tmp_tag, args)
-
-        done = run.timed("check")
-        gpus = facts.nvml_driver() is not None
-        progress.phase(
-            f"checking inside the image (uid {ngc.CHECK_UID}, read-only root, "
-            f"GPUs: {'all' if gpus else 'none on this host'})"
-        )
-        checked = check_in_container(
-            engine,
-            tmp_tag,
-            check_command(opts.check_only),
-            lambda out_dir: ngc.run_options(gpus=gpus, out_dir=out_dir),
-            run_id=run_id,
-            workdir=run.workdir,
-            log=log,
-            timeout=CHECK_TIMEOUT,
-        )
-        status, check_report = checked.status, checked.report
-        done(status == 0, check_report["summary"]["outcome"])
-        result["check"] = check_report
-        if opts.sbom and (checked.out_dir / "report.cdx.json").is_file():
-            safeio.copy_file(checked.out_dir / "report.cdx.json", opts.sbom, what="torchenv build source --sbom")
-        out(report_mod.summary(check_report))
-        if status != 0:
-            raise BuildFailed(
-                "the smoke suite failed inside the image; no tag was moved.",
-                fix="read the failures above (cause and fix per check)",
+        with run.phase("context"):
+            ctx = run.workdir / "context"
+            make_context(ctx, variant, opts, Path(stack.path), run.log)
+            args = source.docker_build_args(
+                variant,
+                builder=opts.base,
+                runtime=opts.runtime,
+                vcs_ref=git_engine.describe(PROJECT, "rev-parse", "HEAD"),
+                build_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                source_url=git_engine.describe(PROJECT, "remote", "get-url", "origin"),
             )
-        torch_version = str(check_report.get("facts", {}).get("torch", {}).get("version") or variant.torch)
-        final = opts.tag or source.final_tag(variant, torch_version)
-        engine.tag(image_id, final)
-        result["tag"] = final
-        result["outcome"] = "passed"
-        progress.phase(f"PASSED: tagged {final}")
+        result = pipeline.build_and_check(
+            run,
+            pipeline.DockerImage(
+                docker, ctx, args, check_command(opts.check_only), facts.nvml_driver() is not None, CHECK_TIMEOUT
+            ),
+            pipeline.Target(
+                temporary=pipeline.temporary_tag("source", run.run_id),
+                final=lambda torch: opts.tag or source.final_tag(variant, torch),
+                torch=variant.torch,
+                sbom=opts.sbom,
+                what="torchenv build source",
+            ),
+            out,
+        )
+        run.progress.phase(f"PASSED: tagged {result['tag']}")
         return 0

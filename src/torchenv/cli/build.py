@@ -76,7 +76,7 @@ def _common(p: argparse.ArgumentParser, variant: str) -> None:
     )
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:  # Any: argparse's subparsers action type is private
     build = sub.add_parser(
         "build",
         help="build a variant's environment and check it",

@@ -14,9 +14,13 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
 
 from torchenv.errors import ToolMissing, TorchenvError
+
+#: A JSON document as read from a file the engine's container wrote (untrusted: narrow before use).
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
+JSONObject: TypeAlias = "dict[str, JSON]"
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
@@ -44,15 +48,57 @@ class ContainerCheck:
     """What ``torchenv check`` in a container gave: its exit status, its report, the folder it wrote."""
 
     status: int
-    report: dict[str, Any]
+    report: JSONObject
     out_dir: Path
+
+    @property
+    def outcome(self) -> str:
+        """The report's ``summary.outcome`` ("passed", "failed", ...), or "unknown"."""
+        summary = self.report.get("summary")
+        outcome = summary.get("outcome") if isinstance(summary, dict) else None
+        return outcome if isinstance(outcome, str) else "unknown"
+
+    @property
+    def torch_version(self) -> str | None:
+        """The torch version the check found (``facts.torch.version``), when it reported one."""
+        facts = self.report.get("facts")
+        torch = facts.get("torch") if isinstance(facts, dict) else None
+        version = torch.get("version") if isinstance(torch, dict) else None
+        return str(version) if isinstance(version, str) and version else None
+
+
+class HistoryEntry(TypedDict):
+    created_by: str
+    size: int
+
+
+class ImageFacts(TypedDict):
+    """What the build report records of a built image."""
+
+    id: str
+    tags: list[str]
+    size: int
+    labels: dict[str, str]
+    layers: list[str]
+    history: list[HistoryEntry]
+
+
+def read_report(path: Path) -> JSONObject:
+    """A ``torchenv check --json`` report a container wrote, or BuildFailed when it is not a JSON object."""
+    try:
+        data: JSON = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BuildFailed(f"the check's report {path} is unreadable ({exc}).", fix="see the build log") from None
+    if not isinstance(data, dict):
+        raise BuildFailed(f"the check's report {path} is not a JSON object.", fix="see the build log")
+    return data
 
 
 def check_in_container(
     engine: DockerEngine,
     image: str,
     command: list[str],
-    run_options: Callable[[str], Mapping[str, Any]],
+    run_options: Callable[[str], Mapping[str, object]],
     *,
     run_id: str,
     workdir: Path,
@@ -80,8 +126,7 @@ def check_in_container(
             f"{logs.strip().splitlines()[-1:] or ['no output']}.",
             fix=f"see {log}",
         )
-    report: dict[str, Any] = json.loads(report_file.read_text())
-    return ContainerCheck(status, report, out_dir)
+    return ContainerCheck(status, read_report(report_file), out_dir)
 
 
 def parse_step(line: str) -> StepEvent | None:
@@ -92,7 +137,7 @@ def parse_step(line: str) -> StepEvent | None:
     return StepEvent(int(match.group(1)), int(match.group(2)), match.group(3))
 
 
-def _sdk() -> Any:
+def _sdk() -> Any:  # Any: the docker SDK module ships no type information
     try:
         import docker
     except ImportError:
@@ -131,14 +176,14 @@ def connect(engine: str = "docker") -> DockerEngine:
 
 
 class DockerEngine:
-    def __init__(self, client: Any, name: str = "docker") -> None:
+    def __init__(self, client: Any, name: str = "docker") -> None:  # Any: docker.DockerClient is untyped
         self.client = client
         self.name = name
 
     def build(self, context: str, tag: str, buildargs: Mapping[str, str], on_line: Callable[[str], None]) -> str:
         """Build ``context`` under ``tag`` with the legacy builder; stream lines; return the image id."""
         image_id = ""
-        stream: Iterator[dict[str, Any]] = self.client.api.build(
+        stream: Iterator[dict[str, Any]] = self.client.api.build(  # Any: the engine's JSON log chunks
             path=context,
             tag=tag,
             buildargs=dict(buildargs),
@@ -166,7 +211,13 @@ class DockerEngine:
         return image_id
 
     def run(
-        self, image: str, command: list[str], options: Mapping[str, Any], *, labels: Mapping[str, str], timeout: float
+        self,
+        image: str,
+        command: list[str],
+        options: Mapping[str, object],
+        *,
+        labels: Mapping[str, str],
+        timeout: float,
     ) -> tuple[int, str]:
         """Run ``command`` in a fresh container; always removes it. Returns (exit status, logs)."""
         docker = _sdk()
@@ -212,16 +263,16 @@ class DockerEngine:
             if "No such image" not in str(exc) and "not found" not in str(exc).lower():
                 raise
 
-    def image_facts(self, reference: str) -> dict[str, Any]:
+    def image_facts(self, reference: str) -> ImageFacts:
         image = self.client.images.get(reference)
         history = self.client.api.history(reference)
         return {
-            "id": image.id,
-            "tags": list(image.tags),
+            "id": str(image.id),
+            "tags": [str(t) for t in image.tags],
             "size": int(image.attrs.get("Size", 0)),
-            "labels": dict(image.labels or {}),
-            "layers": list(image.attrs.get("RootFS", {}).get("Layers", [])),
-            "history": [{"created_by": h.get("CreatedBy", ""), "size": int(h.get("Size", 0))} for h in history],
+            "labels": {str(k): str(v) for k, v in (image.labels or {}).items()},
+            "layers": [str(layer) for layer in image.attrs.get("RootFS", {}).get("Layers", [])],
+            "history": [{"created_by": str(h.get("CreatedBy") or ""), "size": int(h.get("Size", 0))} for h in history],
         }
 
     def push(self, reference: str, on_line: Callable[[str], None]) -> None:
@@ -241,7 +292,7 @@ class DockerEngine:
             for block in self.client.images.get(reference).save(named=True):
                 fh.write(block)
 
-    def image_config(self, reference: str) -> dict[str, Any]:
+    def image_config(self, reference: str) -> dict[str, Any]:  # Any: the engine's inspect JSON, read by sqsh
         """The image's inspect data (``Config``: Env, Volumes, Labels, WorkingDir, Entrypoint, Cmd)."""
         return dict(self.client.images.get(reference).attrs)
 

@@ -36,7 +36,7 @@ class ImageConfig:
     cmd: tuple[str, ...] = ()
 
     @classmethod
-    def from_inspect(cls, attrs: Mapping[str, Any]) -> ImageConfig:
+    def from_inspect(cls, attrs: Mapping[str, Any]) -> ImageConfig:  # Any: the engine's inspect JSON, narrowed here
         """From the engine's image inspect (``docker image inspect``'s ``Config``; keys in any case)."""
         lowered = {str(k).lower(): v for k, v in attrs.items()}
         config = lowered.get("config") or {}

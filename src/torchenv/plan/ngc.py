@@ -9,19 +9,18 @@ build arguments, tags and the way the check container is run are plain data. Exe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
 
 from torchenv import __version__
+from torchenv.plan import image
 from torchenv.spec.model import VariantSpec
 
-SPEC_IN_IMAGE = "/opt/torchenv/stack.toml"
-SBOM_IN_IMAGE = "/opt/torchenv/sbom.cdx.json"  # CycloneDX JSON of every Python package in the image
-REPORT_DIR_IN_CONTAINER = "/torchenv-out"
-CHECK_UID = "65534:65534"  # nobody: clusters run images as an unprivileged user
-SHM_SIZE = "8g"  # DataLoader workers pass batches through /dev/shm; Docker's default is 64 MB
-LABEL_PREFIX = "io.torchenv"
+SPEC_IN_IMAGE = image.SPEC_IN_IMAGE
+SBOM_IN_IMAGE = image.SBOM_IN_IMAGE  # CycloneDX JSON of every Python package in the image
+REPORT_DIR_IN_CONTAINER = image.REPORT_DIR_IN_CONTAINER
+CHECK_UID = image.CHECK_UID
+SHM_SIZE = image.SHM_SIZE
+LABEL_PREFIX = image.LABEL_PREFIX
 
 
 def image_reference(spec: VariantSpec) -> str:
@@ -32,38 +31,13 @@ def image_reference(spec: VariantSpec) -> str:
 
 
 def final_tag(spec: VariantSpec, torch_version: str) -> str:
-    """``torchenv:ngc-<torch>-<spec hash>``; a tag allows ``[A-Za-z0-9_.-]`` only (no ``+``)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", torch_version)
-    return f"torchenv:ngc-{safe}-{spec.spec_hash}"[: 128 + len("torchenv:")]
+    """``torchenv:ngc-<torch>-<spec hash>``: the one tag rule of every image (:mod:`torchenv.plan.image`)."""
+    return image.final_tag(spec, torch_version)
 
 
 def labels(spec: VariantSpec) -> dict[str, str]:
     """The spec facts every image carries (also rendered as the Dockerfile's ARG defaults)."""
-    return {
-        f"{LABEL_PREFIX}.variant": spec.name,
-        f"{LABEL_PREFIX}.torch": spec.torch,
-        f"{LABEL_PREFIX}.torchvision": spec.torchvision or "",
-        f"{LABEL_PREFIX}.spec-hash": spec.spec_hash,
-        f"{LABEL_PREFIX}.cuda": spec.build.cuda or "none",
-        f"{LABEL_PREFIX}.min-driver": spec.build.min_driver or "",
-        f"{LABEL_PREFIX}.arch-list": " ".join(spec.build.arch_list),
-        f"{LABEL_PREFIX}.requires-gpu": "true" if spec.promises.gpu else "false",
-        f"{LABEL_PREFIX}.sbom": SBOM_IN_IMAGE,
-    }
-
-
-# Build argument name for each spec label (the Dockerfile's LABEL reads them).
-_LABEL_ARGS = {
-    f"{LABEL_PREFIX}.variant": "TORCHENV_VARIANT_NAME",
-    f"{LABEL_PREFIX}.torch": "TORCH_VERSION",
-    f"{LABEL_PREFIX}.torchvision": "TORCHVISION_VERSION",
-    f"{LABEL_PREFIX}.spec-hash": "SPEC_HASH",
-    f"{LABEL_PREFIX}.cuda": "CUDA_VERSION",
-    f"{LABEL_PREFIX}.min-driver": "MIN_DRIVER",
-    f"{LABEL_PREFIX}.arch-list": "ARCH_LIST",
-    f"{LABEL_PREFIX}.requires-gpu": "REQUIRES_GPU",
-    f"{LABEL_PREFIX}.sbom": "SBOM_PATH",
-}
+    return image.labels(spec)
 
 
 #: torchenv's install into an image (the Dockerfile's RUN and, for Apptainer-only builds, %post):
@@ -83,9 +57,12 @@ INSTALL_COMMANDS = (
 
 
 def render_dockerfile(spec: VariantSpec) -> str:
-    args = "\n".join(f'ARG {arg}="{labels(spec)[label]}"' for label, arg in _LABEL_ARGS.items())
+    defaults = image.label_args(spec)
+    args = "\n".join(f'ARG {arg}="{defaults[arg]}"' for arg in image.LABEL_ARGS.values())
     run = " \\\n && ".join(INSTALL_COMMANDS)
-    spec_labels = " \\\n".join(f'      {label}="${{{arg}}}"' for label, arg in _LABEL_ARGS.items())
+    label = image.label_lines(
+        {"org.opencontainers.image.title": "torchenv ngc", "org.opencontainers.image.base.name": "${BASE_IMAGE}"}
+    )
     return f"""\
 # torchenv `ngc` variant: NVIDIA's PyTorch image plus torchenv, built and checked by
 # `torchenv build ngc` (or `nox -s ngc`). Rendered from env/stack.toml [variants.ngc]
@@ -101,13 +78,7 @@ ARG BUILD_DATE=unknown
 ARG SOURCE_URL=unknown
 {args}
 
-LABEL org.opencontainers.image.title="torchenv ngc" \\
-      org.opencontainers.image.source="${{SOURCE_URL}}" \\
-      org.opencontainers.image.revision="${{VCS_REF}}" \\
-      org.opencontainers.image.created="${{BUILD_DATE}}" \\
-      org.opencontainers.image.version="${{TORCHENV_VERSION}}" \\
-      org.opencontainers.image.base.name="${{BASE_IMAGE}}" \\
-{spec_labels}
+{label}
 
 ENV PYTHONNOUSERSITE=1 \\
     TORCHENV_SPEC={SPEC_IN_IMAGE} \\
@@ -123,18 +94,10 @@ RUN {run}
 def build_args(
     spec: VariantSpec, *, base: str | None, vcs_ref: str, build_date: str, source_url: str
 ) -> dict[str, str]:
-    values = labels(spec)
-    out = {arg: values[label] for label, arg in _LABEL_ARGS.items()}
-    out.update(
-        {
-            "BASE_IMAGE": base or image_reference(spec),
-            "TORCHENV_VERSION": __version__,
-            "VCS_REF": vcs_ref,
-            "BUILD_DATE": build_date,
-            "SOURCE_URL": source_url,
-        }
-    )
-    return out
+    return {
+        **image.label_args(spec, vcs_ref=vcs_ref, build_date=build_date, source_url=source_url),
+        "BASE_IMAGE": base or image_reference(spec),
+    }
 
 
 @dataclass(frozen=True)
@@ -194,17 +157,6 @@ def check_command(report_name: str = "report.json", *, notebook: bool = False) -
     return [*cmd, "--notebook"] if notebook else cmd
 
 
-def run_options(*, gpus: bool, out_dir: str) -> dict[str, Any]:
-    """How the check container runs: like a cluster runs it (Docker SDK ``containers.run`` kwargs,
-    except ``device_requests``, which the engine builds from ``gpus``)."""
-    return {
-        "user": CHECK_UID,
-        "read_only": True,
-        "tmpfs": {"/tmp": "rw,exec,size=4g"},
-        "shm_size": SHM_SIZE,
-        "ipc_mode": "private",
-        "environment": {"HOME": "/tmp", "TMPDIR": "/tmp"},
-        "volumes": {out_dir: {"bind": REPORT_DIR_IN_CONTAINER, "mode": "rw"}},
-        "gpus": gpus,
-        "network_disabled": False,
-    }
+def run_options(*, gpus: bool, out_dir: str) -> image.RunOptions:
+    """How the check container runs (the same for every image: :func:`torchenv.plan.image.run_options`)."""
+    return image.run_options(gpus=gpus, out_dir=out_dir)

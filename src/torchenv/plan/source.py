@@ -14,11 +14,11 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from torchenv import paths
 from torchenv.errors import SpecError
-from torchenv.plan import Step, Target
+from torchenv.plan import Step, Target, image
 from torchenv.spec.model import VariantSpec, arch_list_from_torch_cuda_arch_list
 
 PROJECT = paths.PROJECT
@@ -29,7 +29,7 @@ PLAN_SCHEMA = "1"
 TORCH_NVCC_FLAGS = "-Xfatbin -compress-all"
 # The CUDA images' OS: Ubuntu 22.04 carries python3.11 (universe), which the spec's Python needs.
 IMAGE_OS = "ubuntu22.04"
-SPEC_IN_IMAGE = "/opt/torchenv/stack.toml"
+SPEC_IN_IMAGE = image.SPEC_IN_IMAGE
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:=+,@%-]+$")
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -84,7 +84,7 @@ def nvcc_archs(spec: VariantSpec) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _flag(value: Any) -> str:
+def _flag(value: object) -> str:  # a spec option read as a truth value
     return "1" if value else "0"
 
 
@@ -187,11 +187,22 @@ def parse_env(text: str) -> dict[str, str]:
     return out
 
 
-def render_json(spec: VariantSpec) -> dict[str, Any]:
+class SourcePlan(TypedDict):
+    """``torchenv plan source --format json``."""
+
+    variant: str
+    spec: dict[str, str]
+    components: list[dict[str, str]]
+    build_env: dict[str, str]
+    nvcc_archs: list[str]
+    settings: dict[str, str]
+
+
+def render_json(spec: VariantSpec) -> SourcePlan:
     return {
         "variant": spec.name,
         "spec": {"path": spec.spec_path, "hash": spec.spec_hash},
-        "components": [c.__dict__ for c in components(spec)],
+        "components": [dict(c.__dict__) for c in components(spec)],
         "build_env": build_environment(spec),
         "nvcc_archs": list(nvcc_archs(spec)),
         "settings": settings(spec),
@@ -300,46 +311,39 @@ def runtime_image(spec: VariantSpec) -> str:
 
 
 def final_tag(spec: VariantSpec, torch_version: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", torch_version)
-    return f"torchenv:source-{safe}-{spec.spec_hash}"
+    """``torchenv:source-<torch>-<spec hash>``: the one tag rule of every image (:mod:`torchenv.plan.image`)."""
+    return image.final_tag(spec, torch_version)
 
 
 def labels(spec: VariantSpec) -> dict[str, str]:
-    """The spec facts the image carries (the Dockerfile's LABEL reads them from build arguments)."""
-    return {
-        "io.torchenv.variant": spec.name,
-        "io.torchenv.torch": spec.torch,
-        "io.torchenv.torchvision": spec.torchvision or "",
-        "io.torchenv.spec-hash": spec.spec_hash,
-        "io.torchenv.cuda": spec.build.cuda or "none",
-        "io.torchenv.min-driver": spec.build.min_driver or "",
-        "io.torchenv.arch-list": " ".join(spec.build.arch_list),
-        "io.torchenv.requires-gpu": "true" if spec.promises.gpu else "false",
-    }
+    """The spec facts the image carries: the same set as every torchenv image (:mod:`torchenv.plan.image`)."""
+    return image.labels(spec)
 
 
-# Build argument behind each label (the variant label is fixed in the Dockerfile).
-_LABEL_ARGS = {
-    "io.torchenv.torch": "TORCH_VERSION",
-    "io.torchenv.torchvision": "TORCHVISION_VERSION",
-    "io.torchenv.spec-hash": "SPEC_HASH",
-    "io.torchenv.cuda": "CUDA_VERSION",
-    "io.torchenv.min-driver": "MIN_DRIVER",
-    "io.torchenv.arch-list": "ARCH_LIST",
-    "io.torchenv.requires-gpu": "REQUIRES_GPU",
-}
-
-
-def docker_build_args(spec: VariantSpec, *, builder: str | None = None, runtime: str | None = None) -> dict[str, str]:
+def docker_build_args(
+    spec: VariantSpec,
+    *,
+    builder: str | None = None,
+    runtime: str | None = None,
+    vcs_ref: str = "unknown",
+    build_date: str = "unknown",
+    source_url: str = "unknown",
+) -> dict[str, str]:
     """Every ARG of containers/source/Dockerfile, derived from the spec (its defaults are these
     for env/stack.toml)."""
-    values = labels(spec)
     return {
         "BUILDER_IMAGE": builder or builder_image(spec),
         "RUNTIME_IMAGE": runtime or runtime_image(spec),
         "PYTHON_VERSION": spec.python,
-        **{arg: values[label] for label, arg in _LABEL_ARGS.items()},
+        **image.label_args(spec, vcs_ref=vcs_ref, build_date=build_date, source_url=source_url),
     }
+
+
+def dockerfile_labels() -> str:
+    """The runtime stage's LABEL instruction (containers/source/Dockerfile holds it; a test keeps them equal)."""
+    return image.label_lines(
+        {"org.opencontainers.image.title": "torchenv source", "org.opencontainers.image.base.name": "${RUNTIME_IMAGE}"}
+    )
 
 
 def container_build_args(*, src: bool, vision_src: bool, system_site_packages: bool, ccache: bool = True) -> list[str]:
