@@ -77,7 +77,7 @@ def test_ngc_and_source_images_carry_the_same_torchenv_labels(engine: Any, tmp_p
         source_labels = engine.client.images.get(source_tag).labels
         ngc_keys = {k for k in ngc_labels if k.startswith("io.torchenv.")}
         source_keys = {k for k in source_labels if k.startswith("io.torchenv.")}
-        assert ngc_keys == source_keys and "io.torchenv.sbom" in ngc_keys, (ngc_keys ^ source_keys)
+        assert ngc_keys == source_keys and "io.torchenv.sbom" in ngc_keys, ngc_keys ^ source_keys
         assert (ngc_labels["io.torchenv.variant"], source_labels["io.torchenv.variant"]) == ("ngc", "source")
         oci = {k for k in ngc_labels if k.startswith("org.opencontainers.image.")}
         assert oci and oci <= set(source_labels), oci - set(source_labels)

@@ -23,6 +23,7 @@ from torchenv.engines.docker import BuildFailed, DockerEngine, ImageFacts
 from torchenv.errors import TorchenvError
 from torchenv.plan import image, ngc, source
 from torchenv.probe import facts
+from torchenv.report.types import CHECK_SCHEMA
 from torchenv.spec import model as spec_mod
 
 from ..conftest import ROOT, STACK
@@ -31,6 +32,7 @@ from ..conftest import ROOT, STACK
 def _report(outcome: str = "passed", torch: str = "2.9.0+cpu") -> dict[str, object]:
     """A ``torchenv check --json`` report as the container writes it (the fields the summary reads)."""
     return {
+        "schema": CHECK_SCHEMA,
         "spec": {"variant": "ngc", "path": "/opt/torchenv/stack.toml", "origin": "image", "hash": "h"},
         "summary": {
             "outcome": outcome,
@@ -42,6 +44,7 @@ def _report(outcome: str = "passed", torch: str = "2.9.0+cpu") -> dict[str, obje
         },
         "facts": {"torch": {"version": torch}},
         "checks": [{"check": "facts.torch_version", "outcome": outcome, "seconds": 0.1, "message": "m"}],
+        "packages": [{"name": "torch", "version": torch}],
         "log": None,
     }
 
