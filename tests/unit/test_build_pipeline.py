@@ -331,6 +331,31 @@ def test_a_failing_check_leaves_no_final_tag_and_no_temporary_one(tmp_path: Path
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ("torchenv.report/0", "is a torchenv.report/0 report; this torchenv reads torchenv.report/1"),
+        (None, 'no "schema"'),
+    ],
+)
+def test_a_passing_check_whose_report_this_torchenv_cannot_read_moves_no_tag(
+    tmp_path: Path, schema: str | None, says: str
+) -> None:
+    """The image's own torchenv wrote the report: an old or foreign one is refused by the one load() rule,
+    even with exit 0, and nothing is tagged."""
+    report = _report()
+    if schema is None:
+        del report["schema"]
+    else:
+        report["schema"] = schema
+    engine = FakeDocker(report, status=0)
+    got, workdir = _run(tmp_path, engine, ())
+    assert isinstance(got, str) and "a report this torchenv cannot use" in got and "no tag was moved" in got, got
+    assert says in got, got
+    assert engine.tags == {} and not engine.containers
+    assert not workdir.exists()
+
+
 def test_a_passing_check_tags_after_every_extra_and_commits_them(tmp_path: Path) -> None:
     engine = FakeDocker()
     order: list[str] = []

@@ -41,6 +41,7 @@ from torchenv.engines.docker import (
 from torchenv.errors import TorchenvError, install_signal_handlers, restore_signal_handlers
 from torchenv.plan import image as image_plan
 from torchenv.report import check as report_mod
+from torchenv.report import load as report_load
 
 SCHEMA = "torchenv.build/1"
 
@@ -376,10 +377,19 @@ def build_and_check(
     if target.sbom and sbom_file.is_file():  # (also of a failed check: it describes what was checked)
         safeio.copy_file(sbom_file, target.sbom, what=f"{target.what} --sbom")
         run.result["sbom"]["path"] = target.sbom
-    try:
-        out(report_mod.summary(checked.report))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # the report came from inside the image
-        out(f"{target.what}: the check's report has an unexpected shape ({type(exc).__name__}: {exc}); see --json")
+    try:  # the report came from inside the image: one load() rule says whether this torchenv can read it
+        report_load.validate(
+            checked.report,
+            ("check",),
+            path=str(checked.out_dir / "report.json"),
+            what=f"{target.what} (the image's check)",
+        )
+    except report_load.ReportError as exc:
+        raise BuildFailed(
+            f"the smoke suite inside the image wrote a report this torchenv cannot use: {exc.problem}; no tag was moved.",
+            fix="install the same torchenv in the image as on the build host (the recipe copies it in), then build again",
+        ) from None
+    out(report_mod.summary(checked.report))
     if checked.status != 0:
         raise BuildFailed(
             "the smoke suite failed inside the image; no tag was moved.",
