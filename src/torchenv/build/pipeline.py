@@ -386,8 +386,10 @@ def build_and_check(
         )
     except report_load.ReportError as exc:
         raise BuildFailed(
-            f"the smoke suite inside the image wrote a report this torchenv cannot use: {exc.problem}; no tag was moved.",
-            fix="install the same torchenv in the image as on the build host (the recipe copies it in), then build again",
+            "the smoke suite inside the image wrote a report this torchenv cannot use: "
+            f"{exc.problem}; no tag was moved.",
+            fix="install the same torchenv in the image as on the build host (the recipe copies it in), "
+            "then build again",
         ) from None
     out(report_mod.summary(checked.report))
     if checked.status != 0:
