@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+from torchenv.probe.types import GpuHealth
+
 NVML_SUCCESS = 0
 LIBRARY = "libnvidia-ml.so.1"
 CUDA_LIBRARY = "libcuda.so.1"
@@ -62,20 +64,6 @@ class UtilizationSummary(TypedDict):
     gpu_mean: float | None
     gpu_max: int | None
     memory_mean: float | None
-
-
-class GpuHealth(TypedDict, total=False):
-    """What :meth:`Nvml.health` reads; a figure the device does not support is left out."""
-
-    temperature_c: float
-    memory_used_mib: float
-    memory_total_mib: float
-    retired_pages: int
-    retired_pages_pending: int
-    ecc_uncorrected: int
-    sm_clock_mhz: float
-    sm_clock_max_mhz: float
-    nvml_error: str
 
 
 class NvmlUtilization(ctypes.Structure):

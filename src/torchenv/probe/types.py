@@ -504,3 +504,17 @@ def _strip_notrequired(tp: object) -> object:
     if origin in (NotRequired, typing.Required):
         return typing.get_args(tp)[0]
     return tp
+
+
+class GpuHealth(TypedDict, total=False):
+    """What :meth:`Nvml.health` reads; a figure the device does not support is left out."""
+
+    temperature_c: float
+    memory_used_mib: float
+    memory_total_mib: float
+    retired_pages: int
+    retired_pages_pending: int
+    ecc_uncorrected: int
+    sm_clock_mhz: float
+    sm_clock_max_mhz: float
+    nvml_error: str

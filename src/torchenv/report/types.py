@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
-if TYPE_CHECKING:  # named for the checker only: the types module imports nothing at run time
+from torchenv.probe.types import GpuHealth  # a TypedDict base (another stdlib-only types module)
+
+if TYPE_CHECKING:  # named for the checker only: nothing else is imported at run time
     from torchenv.diagnose.causes import Cause
     from torchenv.spec.model import SupportMatrix, VariantDict
 
@@ -311,23 +313,15 @@ class SubmitReport(_SubmitReportRequired, total=False):
 # torchenv vet --json (torchenv.cli.vet.vet_nodes; the probe's own shape: torchenv.submit.vet.NodeProbe)
 
 
-class GpuFigures(TypedDict, total=False):
-    """What the probe measured or read on one GPU (``injected``: given by a test, not measured)."""
+class GpuFigures(GpuHealth, total=False):
+    """What the probe measured or read on one GPU: NVML's health figures (probe.types.GpuHealth) and
+    the probe's own (``injected``: given by a test, not measured)."""
 
     index: int
     name: str
     kernel_ok: bool
     kernel_error: str
     matmul_tflops: float
-    temperature_c: float
-    memory_used_mib: float
-    memory_total_mib: float
-    retired_pages: int
-    retired_pages_pending: int
-    ecc_uncorrected: int
-    sm_clock_mhz: float
-    sm_clock_max_mhz: float
-    nvml_error: str
     injected: bool
 
 

@@ -36,7 +36,7 @@ def nvml_figures(lib: nvidia.Library, index: int) -> GpuFigures:
     (:meth:`torchenv.probe.nvidia.Nvml.health`; ``lib`` is the NVML library or a stand-in)."""
     with nvidia.Nvml(lib) as nvml:
         health = nvml.health(nvml.handle(index=index))
-    # GpuHealth's keys are GpuFigures' NVML figures, with the same types (vet.GpuFigures is not built on it)
+    # GpuFigures is GpuHealth plus the probe's own keys, all optional: every health figure fits it
     return cast(GpuFigures, dict(health))
 
 
