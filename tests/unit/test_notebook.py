@@ -8,7 +8,7 @@ import inspect
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -99,7 +99,8 @@ def test_builds_run_the_notebook_where_the_variant_promises_its_packages() -> No
 
 
 def _executed(result: dict[str, Any] | str | None) -> dict[str, Any]:
-    nb = cnn_notebook.notebook()
+    # the written document, standing in for the executed one (plain JSON, walked freely here)
+    nb = cast("dict[str, Any]", cnn_notebook.notebook())
     if result is not None:
         nb["cells"][-1]["outputs"] = [
             {

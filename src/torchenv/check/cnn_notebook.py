@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from torchenv.spec.model import NOTEBOOK_PACKAGES, notebook_promised
 
@@ -384,11 +384,47 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def notebook() -> dict[str, Any]:
+# The nbformat 4.5 document notebook() writes (no outputs yet: an executed copy is plain JSON,
+# engines.jupyter.NotebookJSON). Python 3.10 has no NotRequired, hence the total=False half.
+
+
+class _CellRequired(TypedDict):
+    cell_type: str  # markdown | code
+    id: str
+    metadata: dict[str, list[str]]  # {} or {"tags": [...]}
+    source: list[str]  # nbformat's on-disk lines (_lines)
+
+
+class Cell(_CellRequired, total=False):
+    """One cell; ``execution_count`` and ``outputs`` for code cells only."""
+
+    execution_count: int | None
+    outputs: list[dict[str, object]]
+
+
+class KernelSpecMetadata(TypedDict):
+    display_name: str
+    language: str
+    name: str
+
+
+class NotebookMetadata(TypedDict):
+    kernelspec: KernelSpecMetadata
+    language_info: dict[str, str]
+
+
+class Notebook(TypedDict):
+    cells: list[Cell]
+    metadata: NotebookMetadata
+    nbformat: int
+    nbformat_minor: int
+
+
+def notebook() -> Notebook:
     """The notebook as an nbformat 4.5 document, without outputs."""
-    cells: list[dict[str, Any]] = []
+    cells: list[Cell] = []
     for cell_id, kind, source in CELLS:
-        cell: dict[str, Any] = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": _lines(source)}
+        cell: Cell = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": _lines(source)}
         if cell_id == "settings":
             cell["metadata"] = {"tags": ["parameters"]}  # papermill's convention for the defaults cell
         if kind == "code":

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torchenv.build import kernel
 from torchenv.check import cnn_notebook
@@ -30,6 +30,9 @@ from torchenv.check.runner import CheckResult, SuiteRun
 from torchenv.diagnose import breakages
 from torchenv.engines import jupyter
 from torchenv.smoke.cnn import ACCURACY_FLOOR
+
+if TYPE_CHECKING:  # the section's shape: what the check report stores under "notebook"
+    from torchenv.report.types import JSON, JSONObject
 
 CHECK_ID = f"notebook.{cnn_notebook.NAME}"
 GROUP = "notebook"
@@ -42,16 +45,19 @@ class NotebookRun:
     """The check row and the report's ``notebook`` section."""
 
     result: CheckResult
-    section: dict[str, Any] = field(default_factory=dict)
+    section: JSONObject = field(default_factory=dict)
 
 
-def notebook_result(nb: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The last ``application/vnd.torchenv.result+json`` output of an executed notebook."""
-    found: dict[str, Any] | None = None
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) or []:
-            data = out.get("data") or {}
-            value = data.get(cnn_notebook.RESULT_MIME)
+def notebook_result(nb: Mapping[str, object]) -> JSONObject | None:
+    """The last ``application/vnd.torchenv.result+json`` output of an executed notebook (the JSON
+    narrowed as it is walked: cells and outputs are lists of objects in any nbformat 4 document)."""
+    found: JSONObject | None = None
+    cells = nb.get("cells", [])
+    for cell in cells if isinstance(cells, list) else []:
+        outputs = cell.get("outputs", []) if isinstance(cell, dict) else []
+        for out in outputs if isinstance(outputs, list) else []:
+            data = out.get("data") if isinstance(out, dict) else None
+            value = data.get(cnn_notebook.RESULT_MIME) if isinstance(data, dict) else None
             if isinstance(value, str):  # some writers keep JSON bundles as text
                 value = json.loads(value)
             if isinstance(value, dict):
@@ -93,12 +99,13 @@ def to_check(execution: jupyter.Execution, executed_path: str | None, floor: flo
     result = notebook_result(execution.notebook)
     accuracy = result.get("accuracy") if result else None
     device = result.get("device") if result else None
-    section: dict[str, Any] = {
+    cell_seconds: dict[str, JSON] = {**execution.cell_seconds}
+    section: JSONObject = {
         "name": cnn_notebook.NAME,
         "executed": executed_path,
         "seconds": execution.seconds,
         "kernel_start_seconds": execution.kernel_start_seconds,
-        "cell_seconds": execution.cell_seconds,
+        "cell_seconds": cell_seconds,
         "floor": floor,
         "result": result,
         "failed_cell": execution.failed_cell,
@@ -220,7 +227,7 @@ def add_to_run(
     timeout: float | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
     keep: bool = False,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run the notebook check and append its row to ``run`` (so report.build counts it like any
     other check); returns the report's ``notebook`` section.
 

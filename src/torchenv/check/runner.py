@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from torchenv.check import parallel
 from torchenv.diagnose import breakages
@@ -59,8 +59,9 @@ class CheckResult:
     diagnosis: dict[str, str] | None = None
     nodeid: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+    def to_dict(self) -> dict[str, object]:
+        """The fields but ``nodeid``: a report.types.CheckEntry (report.check._entry casts it)."""
+        out: dict[str, object] = asdict(self)
         out.pop("nodeid")
         return out
 
@@ -68,6 +69,9 @@ class CheckResult:
 @dataclass
 class SuiteRun:
     results: list[CheckResult]
+    #: probe.facts.gather() as the child's facts event carried it (JSON: plugin.FactsEvent). Any:
+    #: report.check.build pops "packages" and "packages_fingerprint" from it into typed report keys
+    #: unnarrowed; dict[str, object] (or report.types.JSONObject) once it narrows them there.
     facts: dict[str, Any]
     seconds: float
     log_path: str
@@ -269,7 +273,10 @@ class _Events:
         self.path = path
         self.offset = 0
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[plugin.Event]:
+        """The records written since the last read (a line still being written waits).
+
+        Cast, not validated: the child is torchenv's own plugin, which writes only plugin.Event."""
         if not self.path.exists():
             return []
         with self.path.open(encoding="utf-8") as fh:
@@ -279,7 +286,7 @@ class _Events:
         if not complete:
             return []
         self.offset += len(complete.encode()) + 1
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return [cast(plugin.Event, json.loads(line)) for line in complete.splitlines() if line.strip()]
 
 
 def _stack_excerpt(stacks: Path, check: str) -> str:
@@ -328,9 +335,9 @@ class _Lane:
     stacks_path: Path
     log_path: Path
     gather_facts: bool
-    collected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    collected: dict[str, plugin.CollectedItem] = field(default_factory=dict)
     done: dict[str, CheckResult] = field(default_factory=dict)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)  # plugin.FactsEvent's, as is
     launches: int = 0
     startup: float | None = None
     error: BaseException | None = None
@@ -435,7 +442,7 @@ def run_suite(
                 _append(log, f"\n=== lane {lane.index + 1} of {len(lanes)}: {', '.join(lane.groups)} ===\n")
                 with contextlib.suppress(OSError):
                     _append(log, lane.log_path.read_text(errors="replace"))
-    collected: dict[str, dict[str, Any]] = {}
+    collected: dict[str, plugin.CollectedItem] = {}
     done: dict[str, CheckResult] = {}
     for lane in lanes:
         collected.update(lane.collected)
@@ -505,18 +512,17 @@ def _run_lane(
                     exited = proc.poll() is not None
                     for ev in events.read():
                         last_event = time.monotonic()
-                        kind = ev["event"]
-                        if kind == "collected":
+                        if ev["event"] == "collected":
                             seen_collection = True
                             if lane.startup is None:
                                 lane.startup = time.perf_counter() - launched
                             for item in ev["items"]:
                                 collected.setdefault(item["nodeid"], item)
-                        elif kind == "facts":
+                        elif ev["event"] == "facts":
                             lane.facts = ev["facts"]
-                        elif kind == "start":
+                        elif ev["event"] == "start":
                             current = (ev["nodeid"], time.monotonic())
-                        elif kind == "result":
+                        elif ev["event"] == "result":
                             progressed = progressed or ev["nodeid"] not in done
                             current = None
                             record(
@@ -537,7 +543,7 @@ def _run_lane(
                         break
                     if current is not None:
                         nodeid, since = current
-                        limit = float(collected.get(nodeid, {}).get("timeout", 120.0))
+                        limit = float(collected[nodeid].get("timeout", 120.0)) if nodeid in collected else 120.0
                         if time.monotonic() - since > limit + KILL_GRACE:
                             killed_for = nodeid
                             _kill(proc)
@@ -587,7 +593,7 @@ def _run_lane(
                 break
             if current is not None:
                 nodeid, since = current
-                item = collected.get(nodeid, {"check": nodeid, "group": "", "timeout": 0})
+                item = collected.get(nodeid, {"nodeid": nodeid, "check": nodeid, "group": "", "timeout": 0})
                 progressed = True
                 if killed_for == nodeid:
                     where = _stack_excerpt(lane.stacks_path, item["check"])

@@ -12,7 +12,6 @@ import argparse
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from torchenv import safeio
 from torchenv.cli import options
@@ -76,7 +75,7 @@ def _common(p: argparse.ArgumentParser, variant: str) -> None:
     )
 
 
-def add_parser(sub: Any) -> None:  # Any: argparse's subparsers action type is private
+def add_parser(sub: options.Subcommands) -> None:
     build = sub.add_parser(
         "build",
         help="build a variant's environment and check it",

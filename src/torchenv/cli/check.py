@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
 
 from torchenv import safeio
 from torchenv.cli import options
@@ -14,7 +13,7 @@ from torchenv.errors import TorchenvError
 from torchenv.spec.model import Promises
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: options.Subcommands) -> None:
     check = sub.add_parser("check", help="run the smoke suite in this interpreter and report")
     options.add_variant(check)
     options.add_spec(check)

@@ -21,7 +21,13 @@ import os
 import sys
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:  # for the annotations only: torch is imported in main (untyped where mypy runs)
+    import torch
+
+#: An element index: an int (the unit tests, submit.allreduce's checks) or an int64 tensor of them.
+_Index = TypeVar("_Index", int, "torch.Tensor")
 
 SIZES = (1, 1000, 1 << 20)
 #: float32 holds every integer up to 2**24 exactly (a 24-bit significand).
@@ -40,13 +46,13 @@ def period(world_size: int, limit: int = FLOAT32_EXACT) -> int:
     return p
 
 
-def contribution(index: Any, rank: int, world_size: int) -> Any:
+def contribution(index: _Index, rank: int, world_size: int) -> _Index:
     """What ``rank`` puts at element ``index``: ``index % P``, plus ``rank + 1`` where ``index % W == rank``
     (one rank marks each element, so a missing, doubled or swapped rank shows)."""
     return index % period(world_size) + (index % world_size == rank) * (rank + 1)
 
 
-def expected(index: Any, world_size: int) -> Any:
+def expected(index: _Index, world_size: int) -> _Index:
     """The SUM over all ranks of :func:`contribution` at ``index``: ``W * (index % P) + index % W + 1``."""
     return world_size * (index % period(world_size)) + index % world_size + 1
 

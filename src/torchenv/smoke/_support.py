@@ -7,7 +7,7 @@ import json
 import os
 from functools import lru_cache
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
 
@@ -25,7 +25,7 @@ class CheckFailed(AssertionError):
         self.diagnosis = diagnosis
 
 
-def fail(message: str, breakage: str | None = None, **ctx: Any) -> NoReturn:
+def fail(message: str, breakage: str | None = None, **ctx: object) -> NoReturn:
     diagnosis = breakages.diagnosis(breakage, ctx) if breakage else None
     raise CheckFailed(message, diagnosis)
 
@@ -109,7 +109,7 @@ def need_module(name: str) -> ModuleType:
         pytest.skip(f"{name} is not installed (optional: variant '{v.name}' does not list it)")
 
 
-def mismatch_context() -> dict[str, Any]:
+def mismatch_context() -> dict[str, str | None]:
     """Versions for the torch/torchvision diagnosis, read without importing torchvision.
 
     A broken torchvision fails on import, so its version comes from ``torchvision/version.py``
@@ -121,7 +121,7 @@ def mismatch_context() -> dict[str, Any]:
 
     import torch
 
-    ctx: dict[str, Any] = {"torch_version": torch.__version__, "torch_cuda": torch.version.cuda}
+    ctx: dict[str, str | None] = {"torch_version": torch.__version__, "torch_cuda": torch.version.cuda}
     found = importlib.util.find_spec("torchvision")
     if found is None or not found.submodule_search_locations:
         return ctx

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import csv
 import gzip
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torchenv import paths
+
+if TYPE_CHECKING:  # for the annotations only: torch is imported where it is used (untyped where mypy runs)
+    import torch
 
 DIGITS = paths.DATA / "digits.csv.gz"
 
@@ -27,7 +30,7 @@ def read_digits() -> tuple[list[list[float]], list[int]]:
     return pixels, labels
 
 
-def load_digits() -> tuple[Any, Any]:
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """(images float32 [N,1,8,8] scaled to 0..1, labels int64 [N]) as torch tensors."""
     import torch
 

@@ -13,12 +13,13 @@ import os
 import re
 import time
 from collections.abc import Generator
-from typing import IO, Any
+from typing import IO, Literal, TypedDict
 
 import pytest
 
 from torchenv.diagnose import breakages
 from torchenv.smoke import _support
+from torchenv.spec.model import VariantSpec
 
 EVENTS_ENV = "TORCHENV_EVENTS"
 STACKS_ENV = "TORCHENV_STACKS"
@@ -38,11 +39,76 @@ GROUPS: dict[str, float] = {
     "compile": 300,
 }
 
+
+# ------------------------------------------------------------------------------------------------
+# The event records, one JSON line each (written by emit, read by torchenv.check.runner). Every
+# record also has "event" (its kind) and "t" (time.time() when written). Python 3.10 has no
+# NotRequired, hence the total=False halves.
+
+
+class CollectedItem(TypedDict):
+    """One test the child collected: its check id, group and timeout (seconds)."""
+
+    nodeid: str
+    check: str
+    group: str
+    timeout: float
+
+
+class _Outcome(TypedDict):
+    outcome: str  # passed | failed | skipped
+    duration: float
+    message: str
+    diagnosis: dict[str, str] | None  # breakages.Diagnosis.to_dict()
+    detail: str
+
+
+class Outcome(_Outcome, total=False):
+    """A test's result as it builds up over its phases (check and group once a report was made)."""
+
+    check: str
+    group: str
+
+
+class _Event(TypedDict):
+    t: float
+
+
+class CollectedEvent(_Event):
+    event: Literal["collected"]
+    items: list[CollectedItem]
+
+
+class FactsEvent(_Event):
+    event: Literal["facts"]
+    facts: dict[str, object]  # probe.facts.gather() as JSON (json.dumps(default=str) wrote it)
+    seconds: float
+
+
+class StartEvent(_Event):
+    event: Literal["start"]
+    nodeid: str
+
+
+class _ResultEvent(_Event, _Outcome):
+    event: Literal["result"]
+    nodeid: str
+
+
+class ResultEvent(_ResultEvent, total=False):
+    check: str
+    group: str
+
+
+#: What the runner reads back from ``$TORCHENV_EVENTS``.
+Event = CollectedEvent | FactsEvent | StartEvent | ResultEvent
+
 _events: IO[str] | None = None
 _stacks: IO[str] | None = None
 
 
-def emit(event: str, **data: Any) -> None:
+def emit(event: str, **data: object) -> None:
+    """Write one record (the shapes: :data:`Event`)."""
     if _events is not None:
         _events.write(json.dumps({"event": event, "t": time.time(), **data}, default=str) + "\n")
         _events.flush()
@@ -130,7 +196,7 @@ def gpu(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def variant() -> Any:
+def variant() -> VariantSpec:
     return _support.variant()
 
 
@@ -140,13 +206,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    emit(
-        "collected",
-        items=[
-            {"nodeid": it.nodeid, "check": check_id(it), "group": group_of(it), "timeout": timeout_of(it)}
-            for it in session.items
-        ],
-    )
+    items: list[CollectedItem] = [
+        {"nodeid": it.nodeid, "check": check_id(it), "group": group_of(it), "timeout": timeout_of(it)}
+        for it in session.items
+    ]
+    emit("collected", items=items)
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -167,7 +231,7 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         )
 
 
-_outcomes: dict[str, dict[str, Any]] = {}
+_outcomes: dict[str, Outcome] = {}
 
 
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
@@ -185,7 +249,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     state = _outcomes.setdefault(
         item.nodeid, {"outcome": "passed", "duration": 0.0, "message": "", "diagnosis": None, "detail": ""}
@@ -242,9 +308,10 @@ def describe(excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, breakag
     return message.splitlines()[0][:500] if message else "failed", diagnosis
 
 
-def _context() -> dict[str, Any]:
+def _context() -> dict[str, object]:
+    ctx: dict[str, object]
     try:
-        ctx = _support.mismatch_context()
+        ctx = dict(_support.mismatch_context())
     except Exception:
         ctx = {}
     try:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import torch
@@ -45,7 +44,7 @@ def _expect_raises(
     pytest.fail(f"{what} should raise {names}, but returned {got}")
 
 
-def _same(what: str, got: torch.Tensor, expected: list[Any]) -> None:
+def _same(what: str, got: torch.Tensor, expected: Sequence[object]) -> None:
     """Exact values: ``got.tolist() == expected``, with both in the message when not."""
     values = got.tolist()
     assert values == expected, f"{what} gave {values}, expected {expected}"
@@ -145,7 +144,7 @@ def test_add_takes_two_tensors() -> None:
     _same("torch.add(2s, 3s, alpha=2)", torch.add(x, y, alpha=2), [[8.0] * 3] * 5)
 
 
-def test_tf32_defaults(record_property: Any) -> None:
+def test_tf32_defaults(record_property: Callable[[str, object], None]) -> None:
     """FP32 matmul TF32 is off by default (since 1.12); NGC turns it on with the override."""
     override = os.environ.get(TF32_OVERRIDE_ENV)
     values = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
 import torch
 
@@ -49,7 +49,7 @@ def _torchvision() -> ModuleType:
         _support.fail(message, "torch-torchvision-mismatch", **_support.mismatch_context())
 
 
-def _op(tv: ModuleType, name: str, device: str, *args: Any, **kwargs: Any) -> torch.Tensor:
+def _op(tv: ModuleType, name: str, device: str, *args: object, **kwargs: object) -> torch.Tensor:
     """Call ``torchvision.ops.<name>``; a missing compiled operator is a mismatch diagnosis."""
     try:
         result: torch.Tensor = getattr(tv.ops, name)(*args, **kwargs)
@@ -66,7 +66,7 @@ def _op(tv: ModuleType, name: str, device: str, *args: Any, **kwargs: Any) -> to
     return result
 
 
-def _norm_cuda(value: Any) -> str | None:
+def _norm_cuda(value: object) -> str | None:
     """A CUDA version as "major.minor"; None for a CPU build.
 
     ``torchvision.version.cuda`` is an int like 13000 (or 12080) in some builds, a string in
@@ -168,7 +168,7 @@ def test_roi_align(device: str) -> None:
         )
 
 
-def test_cuda_version_matches_torch(record_property: Any) -> None:
+def test_cuda_version_matches_torch(record_property: Callable[[str, object], None]) -> None:
     tv = _torchvision()
     raw = getattr(tv.version, "cuda", None)
     vision_cuda = _norm_cuda(raw)
@@ -190,7 +190,7 @@ def test_cuda_version_matches_torch(record_property: Any) -> None:
         )
 
 
-def test_version_pairs_with_torch(variant: VariantSpec, record_property: Any) -> None:
+def test_version_pairs_with_torch(variant: VariantSpec, record_property: Callable[[str, object], None]) -> None:
     tv = _torchvision()
     installed = str(tv.__version__)
     ok, note = compat.check_pair(torch.__version__, installed)
