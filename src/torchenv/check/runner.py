@@ -27,9 +27,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from torchenv.check import parallel
 from torchenv.diagnose import breakages
@@ -37,6 +37,9 @@ from torchenv.engines import run as gateway
 from torchenv.errors import TorchenvError
 from torchenv.smoke import plugin
 from torchenv.spec.model import VariantSpec
+
+if TYPE_CHECKING:  # the report's shapes, for the checker only (check sits below report)
+    from torchenv.report.types import CheckEntry, JSONObject
 
 SMOKE_DIR = Path(plugin.__file__).resolve().parent
 GROUPS = tuple(plugin.GROUPS)
@@ -59,20 +62,24 @@ class CheckResult:
     diagnosis: dict[str, str] | None = None
     nodeid: str = ""
 
-    def to_dict(self) -> dict[str, object]:
-        """The fields but ``nodeid``: a report.types.CheckEntry (report.check._entry casts it)."""
-        out: dict[str, object] = asdict(self)
-        out.pop("nodeid")
-        return out
+    def to_dict(self) -> CheckEntry:
+        """The fields but ``nodeid``, as the report stores them."""
+        return {
+            "check": self.check,
+            "group": self.group,
+            "outcome": self.outcome,
+            "seconds": self.seconds,
+            "message": self.message,
+            "diagnosis": dict(self.diagnosis) if self.diagnosis is not None else None,
+        }
 
 
 @dataclass
 class SuiteRun:
     results: list[CheckResult]
-    #: probe.facts.gather() as the child's facts event carried it (JSON: plugin.FactsEvent). Any:
-    #: report.check.build pops "packages" and "packages_fingerprint" from it into typed report keys
-    #: unnarrowed; dict[str, object] (or report.types.JSONObject) once it narrows them there.
-    facts: dict[str, Any]
+    #: probe.facts.gather() as the child's facts event carried it (JSON: plugin.FactsEvent);
+    #: report.check.build narrows "packages" and "packages_fingerprint" out of it.
+    facts: JSONObject
     seconds: float
     log_path: str
     launches: int = 1
@@ -337,7 +344,7 @@ class _Lane:
     gather_facts: bool
     collected: dict[str, plugin.CollectedItem] = field(default_factory=dict)
     done: dict[str, CheckResult] = field(default_factory=dict)
-    facts: dict[str, object] = field(default_factory=dict)  # plugin.FactsEvent's, as is
+    facts: JSONObject = field(default_factory=dict)  # plugin.FactsEvent's, as is
     launches: int = 0
     startup: float | None = None
     error: BaseException | None = None

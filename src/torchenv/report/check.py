@@ -14,7 +14,7 @@ from torchenv import __version__, safeio
 from torchenv.diagnose import causes, doctor
 from torchenv.report import load as report_load
 from torchenv.report import table
-from torchenv.report.types import CHECK_SCHEMA, CheckEntry, CheckReport
+from torchenv.report.types import CHECK_SCHEMA, JSON, CheckEntry, CheckReport, Package
 from torchenv.spec.model import StackSpec, VariantSpec
 
 if TYPE_CHECKING:  # the report only reads the run's results; it never starts one
@@ -24,8 +24,19 @@ SCHEMA = CHECK_SCHEMA
 
 
 def _entry(result: CheckResult) -> CheckEntry:
-    # CheckResult.to_dict is its fields but nodeid: check, group, outcome, seconds, message, diagnosis.
-    return cast(CheckEntry, result.to_dict())
+    return result.to_dict()
+
+
+def _packages(value: JSON) -> list[Package]:
+    """The facts' package list (probe.facts.packages, carried as JSON), narrowed to what it holds."""
+    out: list[Package] = []
+    for p in value if isinstance(value, list) else []:
+        if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("version"), str):
+            entry: Package = {"name": str(p["name"]), "version": str(p["version"])}
+            if isinstance(p.get("location"), str):
+                entry["location"] = str(p["location"])
+            out.append(entry)
+    return out
 
 
 def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]) -> CheckReport:
@@ -37,8 +48,9 @@ def build(stack: StackSpec, variant: VariantSpec, run: SuiteRun, argv: list[str]
     else:
         outcome, why = "passed", ""
     facts = dict(run.facts)
-    packages = facts.pop("packages", [])
-    fingerprint = facts.pop("packages_fingerprint", None)
+    packages = _packages(facts.pop("packages", []))
+    fingerprint_value = facts.pop("packages_fingerprint", None)
+    fingerprint = fingerprint_value if isinstance(fingerprint_value, str) else None
     checks = [_entry(r) for r in run.results]
     return {
         "schema": SCHEMA,

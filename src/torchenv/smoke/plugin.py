@@ -13,13 +13,16 @@ import os
 import re
 import time
 from collections.abc import Generator
-from typing import IO, Literal, TypedDict
+from typing import IO, TYPE_CHECKING, Literal, TypedDict
 
 import pytest
 
 from torchenv.diagnose import breakages
 from torchenv.smoke import _support
 from torchenv.spec.model import VariantSpec
+
+if TYPE_CHECKING:  # the JSON alias, for the checker only
+    from torchenv.report.types import JSONObject
 
 EVENTS_ENV = "TORCHENV_EVENTS"
 STACKS_ENV = "TORCHENV_STACKS"
@@ -81,7 +84,7 @@ class CollectedEvent(_Event):
 
 class FactsEvent(_Event):
     event: Literal["facts"]
-    facts: dict[str, object]  # probe.facts.gather() as JSON (json.dumps(default=str) wrote it)
+    facts: JSONObject  # probe.facts.gather() as JSON (json.dumps(default=str) wrote it)
     seconds: float
 
 
