@@ -214,6 +214,10 @@ def main() -> int:
     parser.add_argument("--upstream", type=Path, help="also time this copy of the upstream smoke_test.py, cold")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, reports)")
     args = parser.parse_args()
+    found = shutil.which(args.python)  # the runs start in their own folders: a relative path must not move
+    if found is None:
+        parser.error(f"--python {args.python}: no such interpreter")
+    args.python = os.path.abspath(found)
     if not Path(args.python).exists():
         sys.exit(f"no interpreter at {args.python}: pass --python (one with torch, the pip variant's packages)")
     n_cores = cores()
