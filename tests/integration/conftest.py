@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -80,15 +81,32 @@ def mismatch_python() -> Path:
     tests."""
     venv = ROOT / ".nox" / "mismatch"
     python = venv / "bin" / "python"
+    # The CPU build by its local version: a bare torch==2.13.0 is whichever build this user's pip
+    # finds first (as root here /opt/wheels' +cpu one; as another user a +cu130 one, and the tests
+    # that need a CPU torch then fail for the wrong reason). A venv holding another build is remade.
+    want = "2.13.0+cpu"
+    if python.exists() and _torch_version(python) != want:
+        shutil.rmtree(venv)
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "-q"]
         try:
-            subprocess.run([*pip, "torch==2.13.0", "numpy", "pytest", "packaging"], check=True, timeout=900)
+            subprocess.run([*pip, f"torch=={want}", "numpy", "pytest", "packaging"], check=True, timeout=900)
             subprocess.run([*pip, "--no-deps", "torchvision==0.29.1"], check=True, timeout=900)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot build the mismatched venv here (torch 2.13.0 + torchvision 0.29.1): {exc}")
+            shutil.rmtree(venv, ignore_errors=True)
+            pytest.skip(
+                f"cannot build the mismatched venv here (torch {want} + torchvision 0.29.1; this user's pip "
+                f"must find the CPU wheel, e.g. PIP_FIND_LINKS=/opt/wheels): {exc}"
+            )
     return python
+
+
+def _torch_version(python: Path) -> str | None:
+    probe = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, timeout=120
+    )
+    return probe.stdout.strip() if probe.returncode == 0 else None
 
 
 def run_check(
