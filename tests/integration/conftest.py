@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,22 @@ SRC = ROOT / "src"
 #: states what it holds; the image name is read from that spec so the two cannot drift apart.
 STANDIN_SPEC = ROOT / "tests" / "infra" / "ngc-standin.toml"
 STANDIN_IMAGE = str(spec_mod.load(str(STANDIN_SPEC)).variant("ngc").options["image"])
+
+
+def _raise_open_files_limit() -> None:
+    """The healthy-environment tests expect doctor to find nothing, but doctor rightly flags a soft
+    open-files limit under 4096 (DataLoader workers pass batches as file descriptors). A login
+    session's default soft limit is often 1024 while root's here is higher, so the same test passed
+    as root and failed as an ordinary user. Every child of this session gets the soft limit raised
+    to the hard one (at most 65536), as `ulimit -n` would; the test of that rule sets its own limit
+    with prlimit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+_raise_open_files_limit()
 
 
 @pytest.fixture(scope="session")
