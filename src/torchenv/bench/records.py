@@ -294,27 +294,17 @@ class ReportMeta(TypedDict, total=False):
     sections: list[str]
 
 
-class BenchReport(TypedDict, total=False):
-    """The ``--json`` report: a ``torchenv.report/1`` document with the bench's keys (see logic.build_report)."""
+class BenchReport(ReportMeta, RawMeasurements, total=False):
+    """The ``--json`` report: a ``torchenv.report/1`` document with the bench's keys (see logic.build_report):
+    the meta keys, the raw measurements at the top level, and these."""
 
     schema: Required[str]
     kind: Required[Literal["bench"]]
-    torchenv_version: Required[str]
-    created: Required[str]
-    title: Required[str]
-    command: list[str]
-    sections: list[str]
     spec: Required[SpecRef]
     summary: Required[Summary]
     checks: Required[list[CheckRecord]]
     device: Required[DeviceFacts]
     results: Required[list[ItemRecord]]
-    matmul: list[MatmulResult]
-    copy: list[CopyResult]
-    cnn: CnnRaw
-    sweep: SweepRaw
-    profile: ProfileInfo
-    gpu_utilization: GpuUtil
     bench: Required[BenchFigures]
     facts: Required[dict[str, object]]  # probe.facts.gather(), passed through whole (its own module types it)
     packages: Required[list[object]]  # the facts' package list, moved up as torchenv.report/1 has it

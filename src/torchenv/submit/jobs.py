@@ -707,17 +707,7 @@ def bench_result(directory: Path, node: str) -> NodeBench:
     report = _read_report(report_path, bench=True)
     if isinstance(report, str):
         return {"report": report_out, "output": output, "outcome": "failed", "problem": report}
-    counts = _summary_fields(report["summary"])
-    return {
-        "report": report_out,
-        "output": output,
-        "outcome": counts["outcome"],
-        "problem": counts["problem"],
-        "passed": counts["passed"],
-        "failed": counts["failed"],
-        "skipped": counts["skipped"],
-        "seconds": counts["seconds"],
-    }
+    return {"report": report_out, "output": output, **_summary_fields(report["summary"])}
 
 
 def _check_result(directory: Path, node: str) -> NodeResult:
