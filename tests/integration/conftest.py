@@ -30,6 +30,19 @@ STANDIN_SPEC = ROOT / "tests" / "infra" / "ngc-standin.toml"
 STANDIN_IMAGE = str(spec_mod.load(str(STANDIN_SPEC)).variant("ngc").options["image"])
 
 
+#: A fault for write_sitecustomize: the distributed group's rendezvous never completes (in the
+#: gloo ranks the smoke suite starts), so a check hangs where a real cluster's would.
+HANGING_RENDEZVOUS = """
+import sys
+if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
+    import threading
+    import torch.distributed as dist
+    def init_process_group(*args, **kwargs):
+        threading.Event().wait()  # a rendezvous that never completes
+    dist.init_process_group = init_process_group
+"""
+
+
 def _raise_open_files_limit() -> None:
     """The healthy-environment tests expect doctor to find nothing, but doctor rightly flags a soft
     open-files limit under 4096 (DataLoader workers pass batches as file descriptors). A login

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import REAL_STACK as STACK
-from .conftest import run_check, write_sitecustomize
+from .conftest import HANGING_RENDEZVOUS, run_check, write_sitecustomize
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +81,7 @@ def test_spec_asking_for_another_torch(torch_python: str, tmp_path: Path) -> Non
 def test_a_hanging_check_times_out_and_the_rest_runs(torch_python: str, tmp_path: Path) -> None:
     fault = write_sitecustomize(
         tmp_path / "fault",
-        """
-import sys
-if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
-    import threading
-    import torch.distributed as dist
-    def init_process_group(*args, **kwargs):
-        threading.Event().wait()  # a rendezvous that never completes
-    dist.init_process_group = init_process_group
-""",
+        HANGING_RENDEZVOUS,
     )
     run = run_check(
         torch_python,

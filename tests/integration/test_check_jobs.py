@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_check, write_sitecustomize
+from .conftest import HANGING_RENDEZVOUS, run_check, write_sitecustomize
 
 pytestmark = pytest.mark.slow
 
@@ -45,15 +45,7 @@ def test_parallel_groups_give_the_same_checks_and_outcomes_as_one_process(torch_
 def test_a_hang_in_one_lane_is_diagnosed_and_the_other_lane_runs_on(torch_python: str, tmp_path: Path) -> None:
     fault = write_sitecustomize(
         tmp_path / "fault",
-        """
-import sys
-if any("torchenv.smoke._dist" in a for a in sys.orig_argv):
-    import threading
-    import torch.distributed as dist
-    def init_process_group(*args, **kwargs):
-        threading.Event().wait()  # a rendezvous that never completes
-    dist.init_process_group = init_process_group
-""",
+        HANGING_RENDEZVOUS,
     )
     run = run_check(
         torch_python,
