@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -46,11 +47,37 @@ TOLERANCES = {
 }
 
 
+def _keep_precompiled_headers() -> None:
+    """Inductor's precompiled headers go with the rest of its cache (``$TORCHINDUCTOR_CACHE_DIR``,
+    the check's private compile cache), not under ``$TMPDIR``.
+
+    torch >= 2.7 precompiles the header every CPU kernel includes (cpp_prefix.h: 4.7 s of g++ on 2
+    cores) into ``default_cache_dir()/precompiled_headers``, which is ``$TMPDIR/torchinductor_<user>``
+    whatever ``TORCHINDUCTOR_CACHE_DIR`` says (pytorch/pytorch#144002: "these headers need to be
+    global"). The check gives its child a fresh, private TMPDIR that is removed afterwards, so every
+    run, warm or cold, rebuilt the header before loading even a cached kernel (pytorch/pytorch#144349
+    measured the same cost for isolated processes). The header's file name is the hash of its
+    preprocessed text, compiler version and flags, so one kept with the compiled kernels is reused
+    exactly when it is valid. Where torch has no such attribute there is nothing to move."""
+    try:
+        from torch._inductor import codecache
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:
+        return
+    if not isinstance(getattr(codecache, "_HEADER_DIR", None), str):
+        return
+    headers = os.path.join(cache_dir(), "precompiled_headers")
+    codecache._HEADER_DIR = headers
+    if isinstance(getattr(codecache, "_HEADER_LOCK_DIR", None), str):
+        codecache._HEADER_LOCK_DIR = os.path.join(headers, "locks")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo() -> Iterator[None]:
     """Each check compiles from scratch and leaves no compiled state to the next."""
     import torch._dynamo
 
+    _keep_precompiled_headers()
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
