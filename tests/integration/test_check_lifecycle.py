@@ -23,7 +23,7 @@ import pytest
 from torchenv.check import runner
 from torchenv.errors import TorchenvError
 
-from .conftest import SRC, write_sitecustomize
+from .conftest import HANGING_RENDEZVOUS, SRC, write_sitecustomize
 
 NOBODY = "65534"
 
@@ -47,6 +47,17 @@ def _marked(marker: str) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def _is_rank(process: str) -> bool:
+    """Whether a "pid cmdline" of :func:`_marked` is a gloo rank: a fresh interpreter of
+    ``torchenv.smoke._dist`` or a fork of the pytest child, which names itself torchenv-rankN."""
+    pid, _, cmdline = process.partition(" ")
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return "torchenv.smoke._dist" in cmdline or comm.startswith("torchenv-rank")
 
 
 def _wait_gone(marker: str, within: float = 10.0) -> list[str]:
@@ -92,10 +103,7 @@ def test_a_signal_stops_the_whole_run_and_exits_128_plus_it(
     """Sent ~6 s in, while the two gloo ranks run (planted to hang, so they are surely there): the
     parent, the pytest child (its own session) and both ranks are gone, the run folder too."""
     marker = uuid.uuid4().hex
-    hang_ranks = write_sitecustomize(
-        tmp_path / "plant",
-        "import sys, time\nif 'torchenv.smoke._dist' in sys.orig_argv:\n    time.sleep(600)\n",
-    )
+    hang_ranks = write_sitecustomize(tmp_path / "plant", HANGING_RENDEZVOUS)
     env = _env(private_tmp, marker, tmp_path / "cache", hang_ranks)
     proc = subprocess.Popen(
         _check(torch_python, "--only", "distributed"),
@@ -109,7 +117,7 @@ def test_a_signal_stops_the_whole_run_and_exits_128_plus_it(
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < 120:
-            ranks = [p for p in _marked(marker) if "torchenv.smoke._dist" in p]
+            ranks = [p for p in _marked(marker) if _is_rank(p)]
             if len(ranks) == 2 and time.monotonic() - t0 >= 6:
                 break
             assert proc.poll() is None, proc.communicate()

@@ -190,3 +190,63 @@ def test_apptainer_run_timeout_is_enforced_while_output_is_open(tmp_path: Path) 
     assert _gone(marker) == []
     log = (tmp_path / "log").read_text()
     assert log.splitlines()[-2:] == ["building", "[torchenv] stopped after 1 s (timeout)"]
+
+
+# ------------------------------------------------------------------------------------------------
+# fork_call: a forked copy running one function (the smoke suite's gloo ranks)
+
+
+def _write_and_return(path: Path, code: int) -> int:
+    print("to the log")
+    path.write_text(f"pid {os.getpid()}")
+    return code
+
+
+def test_fork_call_returns_the_targets_status_and_logs_its_output(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    log = tmp_path / "child.log"
+    child = gateway.fork_call(lambda: _write_and_return(done, 7), name="torchenv-test", log=log)
+    assert child.wait(30) == 7 and child.returncode == 7
+    assert done.read_text() == f"pid {child.pid}" and child.pid != os.getpid()
+    assert log.read_text() == "to the log\n"
+    assert (log.stat().st_mode & 0o777) == 0o600
+
+
+def test_fork_call_an_exception_is_status_1_with_its_traceback(tmp_path: Path) -> None:
+    def boom() -> int:
+        raise RuntimeError("the rank broke")
+
+    log = tmp_path / "child.log"
+    child = gateway.fork_call(boom, name="torchenv-test", log=log)
+    assert child.wait(30) == 1
+    text = log.read_text()
+    assert "Traceback" in text and "RuntimeError: the rank broke" in text
+
+
+def test_fork_call_stop_ends_a_hung_copy_named_as_asked(tmp_path: Path) -> None:
+    def hang() -> int:
+        time.sleep(600)
+        return 0
+
+    child = gateway.fork_call(hang, name="torchenv-rank9", log=tmp_path / "child.log")
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/comm").read_text().strip() != "torchenv-rank9":
+            assert time.monotonic() < deadline, "the copy never took its name"
+            time.sleep(0.02)
+        assert child.poll() is None and child.wait(0.2) is None
+        t0 = time.monotonic()
+        assert child.stop(grace=5.0) == -15  # SIGTERM is the default again in the copy: it ends at once
+        assert time.monotonic() - t0 < 3
+    finally:
+        child.stop(grace=0.1)
+    assert not Path(f"/proc/{child.pid}").exists()
+
+
+def test_fork_call_never_writes_its_log_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "child.log").symlink_to(victim)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        gateway.fork_call(lambda: 0, name="torchenv-test", log=tmp_path / "child.log")
+    assert victim.read_text() == "keep"

@@ -166,6 +166,106 @@ class Child:
         return code if code is not None else -signal.SIGKILL
 
 
+class Forked:
+    """A forked copy of this process running one Python function (:func:`fork_call`).
+
+    Unlike :class:`Child` it stays in the caller's process group, so stopping the caller's group
+    stops it too; :meth:`stop` signals it alone."""
+
+    def __init__(self, pid: int, name: str) -> None:
+        self.pid = pid
+        self.argv = (name,)
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._code
+
+    def poll(self) -> int | None:
+        if self._code is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: it is gone, its status unknown
+                self._code = -signal.SIGKILL
+                return self._code
+            if pid:
+                self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status, or None when ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else max(min(pause, deadline - time.monotonic()), 0))
+            pause = min(pause * 2, 0.05)
+        return self._code
+
+    def stop(self, grace: float = KILL_GRACE) -> int:
+        """SIGTERM, wait up to ``grace`` s, then SIGKILL; reap."""
+        for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+            if self.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+            self.wait(wait)
+        return self._code if self._code is not None else -signal.SIGKILL
+
+
+def fork_call(target: Callable[[], int], *, name: str, log: Path) -> Forked:
+    """Run ``target()`` in a forked copy of this process and return at once; its exit status is
+    what ``target`` returns (1 after an exception, whose traceback goes to ``log``).
+
+    For Python work that needs what this process has already imported (the smoke suite's gloo
+    ranks: a fresh interpreter would import torch again, about 2 CPU-seconds each). The copy's
+    stdout and stderr go to ``log`` (created 0600, never through a symlink), its signal handlers are
+    the defaults again, its process name is ``name`` (``ps`` shows it), and it ends with
+    ``os._exit``: none of this process's atexit handlers, buffers or test-runner state run twice.
+    Only for functions that start no CUDA work of an already initialised context (a forked CUDA
+    context is unusable): callers start a fresh interpreter then."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a process with threads (torch's idle thread pools)
+            # may deadlock; the copy runs only the target's own code, as DataLoader workers do
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except BaseException:
+        os.close(fd)
+        raise
+    if pid:
+        os.close(fd)
+        return Forked(pid, name)
+    code = 1
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdout = sys.stderr = open(1, "w", buffering=1, closefd=False, encoding="utf-8", errors="replace")  # noqa: SIM115
+        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+        code = int(target() or 0)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(code)
+
+
 def _echo(argv: Sequence[str]) -> None:
     print(f"$ {shlex.join(argv)}", file=sys.stderr, flush=True)
 

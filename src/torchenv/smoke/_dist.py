@@ -2,7 +2,9 @@
 
 Each rank contributes :func:`contribution` for several dtypes and sizes, all-reduces with SUM and
 verifies the result against the closed form (:func:`expected`), then writes what it saw to ``--out``
-as JSON. Started as separate processes (not forked) so a hung rendezvous can be killed from outside.
+as JSON. Each rank is a process of its own, so a hung rendezvous can be killed from outside: a fresh
+interpreter (``python -m torchenv.smoke._dist``, always for NCCL) or, for gloo, a fork of the suite's
+process, which has torch imported already (:func:`run_rank`).
 
 The pattern is exact in float32 for any world size up to 2**23 ranks: every value is a small
 non-negative integer and the largest sum stays <= 2**24 (float32's 24-bit significand holds every
@@ -65,29 +67,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    return run_rank(args.rank, args.world_size, args.backend, args.timeout, args.out)
 
+
+def run_rank(rank: int, world_size: int, backend: str, timeout: float, out: str) -> int:
+    """One rank: rendezvous (``env://``: MASTER_ADDR and MASTER_PORT from the environment), the
+    all-reduce cases, the report written to ``out``. Exit status 0 whatever the results (they are
+    in the report); an exception means the rank failed."""
     import torch
     import torch.distributed as dist
 
-    report: dict[str, object] = {"rank": args.rank, "ok": False, "cases": []}
+    report: dict[str, object] = {"rank": rank, "ok": False, "cases": []}
     device = "cpu"
-    if args.backend == "nccl":
-        torch.cuda.set_device(args.rank)
-        device = f"cuda:{args.rank}"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
     started = time.perf_counter()
     dist.init_process_group(
-        args.backend,
-        rank=args.rank,
-        world_size=args.world_size,
-        timeout=timedelta(seconds=args.timeout),
+        backend,
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout),
     )
     report["rendezvous_seconds"] = time.perf_counter() - started
     failures = []
     for dtype in (torch.float32, torch.float64, torch.int64):
         for n in SIZES:
             index = torch.arange(n, dtype=torch.int64, device=device)
-            mine = contribution(index, args.rank, args.world_size).to(dtype)
-            want = expected(index, args.world_size).to(dtype)
+            mine = contribution(index, rank, world_size).to(dtype)
+            want = expected(index, world_size).to(dtype)
             t0 = time.perf_counter()
             dist.all_reduce(mine, op=dist.ReduceOp.SUM)
             if device != "cpu":
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.destroy_process_group()
     report["ok"] = not failures
     report["failures"] = failures
-    with open(args.out, "w", encoding="utf-8") as fh:
+    with open(out, "w", encoding="utf-8") as fh:
         json.dump(report, fh)
     return 0
 

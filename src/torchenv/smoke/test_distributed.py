@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from torchenv.engines import run as gateway
+from torchenv.smoke import _dist
 from torchenv.smoke._support import fail, gpu_count, need_gpu
 
 RENDEZVOUS_TIMEOUT = 45.0
@@ -24,44 +26,85 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
+def _forkable(backend: str) -> bool:
+    """Whether the ranks may be forks of this process: gloo only, and only while this process has
+    no CUDA context (a forked one is unusable; CUDA's own rule). Forks have torch imported already;
+    a fresh interpreter per rank costs an ``import torch`` each (about 2 CPU-seconds)."""
+    if backend != "gloo":
+        return False
+    import torch
+
+    return not torch.cuda.is_initialized()
+
+
+def _forked_rank(rank: int, world_size: int, backend: str, out: Path, master: dict[str, str]) -> int:
+    import torch
+
+    os.environ.update(master)
+    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 does for a fresh rank; no OpenMP pool after fork
+    return _dist.run_rank(rank, world_size, backend, RENDEZVOUS_TIMEOUT, str(out))
+
+
+def _all_reduce(backend: str, world_size: int = 2, *, fork: bool | None = None) -> list[dict[str, object]]:
+    """Run ``world_size`` ranks and return their reports. ``fork``: the ranks are forks of this
+    process (default: :func:`_forkable`), else fresh interpreters."""
+    fork = _forkable(backend) if fork is None else fork
     workdir = Path(tempfile.mkdtemp(prefix=f"allreduce-{backend}-"))
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
-    procs = []
-    for rank in range(world_size):
-        log = open(workdir / f"rank{rank}.log", "w")  # noqa: SIM115 - closed below
-        procs.append(
-            (
-                rank,
-                log,
-                gateway.start(
-                    [
-                        sys.executable,
-                        "-m",
-                        "torchenv.smoke._dist",
-                        "--rank",
-                        str(rank),
-                        "--world-size",
-                        str(world_size),
-                        "--backend",
-                        backend,
-                        "--timeout",
-                        str(RENDEZVOUS_TIMEOUT),
-                        "--out",
-                        str(workdir / f"rank{rank}.json"),
-                    ],
-                    full_env=env,
-                    stdout=log,
-                    stderr=gateway.STDOUT,
-                    # the ranks stay in the suite's process group: when the runner stops the
-                    # suite's child (timeout, Ctrl-C, SIGTERM) the group signal reaches them too
-                    new_session=False,
-                ),
-            )
-        )
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {**os.environ, **master, "OMP_NUM_THREADS": "1"}
+    procs: list[tuple[int, gateway.Child | gateway.Forked]] = []
+    try:
+        for rank in range(world_size):
+            log = workdir / f"rank{rank}.log"
+            out = workdir / f"rank{rank}.json"
+            if fork:
+                procs.append(
+                    (
+                        rank,
+                        gateway.fork_call(
+                            functools.partial(_forked_rank, rank, world_size, backend, out, master),
+                            name=f"torchenv-rank{rank}",
+                            log=log,
+                        ),
+                    )
+                )
+                continue
+            with log.open("w") as fh:
+                procs.append(
+                    (
+                        rank,
+                        gateway.start(
+                            [
+                                sys.executable,
+                                "-m",
+                                "torchenv.smoke._dist",
+                                "--rank",
+                                str(rank),
+                                "--world-size",
+                                str(world_size),
+                                "--backend",
+                                backend,
+                                "--timeout",
+                                str(RENDEZVOUS_TIMEOUT),
+                                "--out",
+                                str(out),
+                            ],
+                            full_env=env,
+                            stdout=fh,
+                            stderr=gateway.STDOUT,
+                            # the ranks stay in the suite's process group: when the runner stops the
+                            # suite's child (timeout, Ctrl-C, SIGTERM) the group signal reaches them too
+                            new_session=False,
+                        ),
+                    )
+                )
+    except BaseException:
+        for _rank, proc in procs:
+            proc.stop(grace=1.0)
+        raise
     deadline = time.monotonic() + RENDEZVOUS_TIMEOUT + 30
     try:
-        for rank, _log, proc in procs:
+        for rank, proc in procs:
             if proc.wait(timeout=max(deadline - time.monotonic(), 0.1)) is None:
                 fail(
                     f"{backend} all-reduce: rank {rank} did not finish within {RENDEZVOUS_TIMEOUT + 30:.0f} s",
@@ -73,12 +116,11 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
                     f"{workdir}",
                 )
     finally:
-        for _rank, log, proc in procs:
+        for _rank, proc in procs:
             if proc.poll() is None:
                 proc.stop(grace=1.0)
-            log.close()
     reports = []
-    for rank, _log, proc in procs:
+    for rank, proc in procs:
         out = workdir / f"rank{rank}.json"
         if proc.returncode != 0 or not out.is_file():
             tail = (workdir / f"rank{rank}.log").read_text(errors="replace").strip().splitlines()[-3:]
@@ -87,7 +129,9 @@ def _all_reduce(backend: str, world_size: int = 2) -> list[dict[str, object]]:
                 "nccl-transport" if backend == "nccl" else "hang",
                 detail=f"rank {rank} of the {backend} all-reduce crashed; log: {workdir / f'rank{rank}.log'}",
             )
-        reports.append(json.loads(out.read_text()))
+        report = json.loads(out.read_text())
+        report["start"] = "fork" if fork else "interpreter"
+        reports.append(report)
     return reports
 
 
