@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -72,12 +73,64 @@ def _keep_precompiled_headers() -> None:
         codecache._HEADER_LOCK_DIR = os.path.join(headers, "locks")
 
 
+_isa_probes: threading.Thread | None = None
+
+
+def _probe_vec_isas_at_once() -> None:
+    """Inductor's CPU ISA build probes, all at once and beside the first compile's tracing.
+
+    The first CPU compile of a process asks :func:`pick_vec_isa`, which compiles and loads a probe
+    per candidate ISA the CPU reports (AMX, AVX-512 VNNI, AVX-512, AVX2): in a cold cache about 8 s
+    of g++, one probe at a time, after dynamo has traced and inductor lowered the graph, on the
+    run's critical path. Each probe is independent (its own file lock and output in the compile
+    cache, its answer cached on its ISA object), so they are asked here, once per process, in
+    background threads: the compilers run side by side while the check traces, and pick_vec_isa
+    then finds each answer ready or waits on that probe's lock, and decides exactly as it would
+    have. Best effort: where torch lacks these names, or a probe raises, the checks meet the same
+    code path themselves (and report it)."""
+    global _isa_probes
+    if _isa_probes is not None:
+        return
+    import platform
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:  # imported here, in the calling thread: the probe threads import nothing
+        from torch._inductor import codecache, cpp_builder, cpu_vec_isa  # noqa: F401
+    except ImportError:
+        return
+    candidates = getattr(cpu_vec_isa, "supported_vec_isa_list", None)
+    checker = getattr(cpu_vec_isa, "x86_isa_checker", None)
+    if platform.machine() not in ("x86_64", "AMD64") or not candidates or not callable(checker):
+        return
+    try:
+        cpu = checker()
+        todo = [isa for isa in candidates if all(flag in cpu for flag in str(isa).split())]
+    except Exception:
+        return
+    if len(todo) < 2:
+        return
+
+    def ask(isa: object) -> None:
+        try:
+            bool(isa)
+        except Exception:  # pick_vec_isa meets it again, in the check that asks
+            return
+
+    def ask_all() -> None:
+        with ThreadPoolExecutor(len(todo), thread_name_prefix="isa-probe") as pool:
+            list(pool.map(ask, todo))
+
+    _isa_probes = threading.Thread(target=ask_all, name="isa-probes", daemon=True)
+    _isa_probes.start()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo() -> Iterator[None]:
     """Each check compiles from scratch and leaves no compiled state to the next."""
     import torch._dynamo
 
     _keep_precompiled_headers()
+    _probe_vec_isas_at_once()
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
