@@ -246,8 +246,22 @@ def child_env(
     return env
 
 
+def _selection(entry: str) -> tuple[str, list[str]]:
+    """pytest's target for a lane entry, and what to deselect in it: a group's module, or for a
+    part the module less the other parts' tests (node ids in the module would make pytest abort
+    the whole session when the module cannot be imported; a deselection that matches nothing
+    leaves that collection error to be reported like any other)."""
+    if entry in parallel.PARTS:
+        group, _tests = parallel.PARTS[entry]
+        others = [t for part, (g, tests) in parallel.PARTS.items() if g == group and part != entry for t in tests]
+        return str(SMOKE_DIR / f"test_{group}.py"), [f"test_{group}.py::{t}" for t in others]
+    return str(SMOKE_DIR / f"test_{entry}.py"), []
+
+
 def pytest_command(python: str, run_dir: Path, groups: Sequence[str], deselect: Sequence[str]) -> list[str]:
-    targets = [str(SMOKE_DIR / f"test_{g}.py") for g in groups] if groups else [str(SMOKE_DIR)]
+    selections = [_selection(g) for g in groups]
+    targets = [target for target, _ in selections] if groups else [str(SMOKE_DIR)]
+    deselect = [*deselect, *(nodeid for _, others in selections for nodeid in others)]
     cmd = [
         python,
         "-m",
@@ -385,7 +399,7 @@ def run_suite(
     if os.path.realpath(home) == os.path.realpath(os.getcwd()):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH", "")) if p)
     log_path = run_dir / "check.log"
-    plan = parallel.plan_lanes(list(groups) or list(GROUPS), jobs, GROUPS)
+    plan = parallel.plan_lanes(list(groups) or list(GROUPS), jobs, GROUPS, warm=parallel.compile_cache_warm(cache))
     lanes: list[_Lane] = []
     for i, lane_groups in enumerate(plan):
         tag = "" if len(plan) == 1 else f"-{i + 1}"
@@ -444,7 +458,7 @@ def run_suite(
     for error in sorted(errors, key=lambda e: isinstance(e, _Stopped)):
         raise error
     if len(lanes) > 1:
-        with log_path.open("ab") as log:
+        with log_path.open("ab", buffering=0) as log:  # unbuffered: a full disk loses lines, not the run
             for lane in lanes:
                 _append(log, f"\n=== lane {lane.index + 1} of {len(lanes)}: {', '.join(lane.groups)} ===\n")
                 with contextlib.suppress(OSError):
@@ -463,8 +477,8 @@ def run_suite(
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     rank = {g: i for i, g in enumerate(GROUPS)}
     ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
-    if len(lanes) > 1:  # the suite's order, whichever lane finished first
-        ordered.sort(key=lambda r: rank.get(r.group, -1))
+    if len(lanes) > 1:  # the suite's order, whichever lane finished first (a split group by its parts)
+        ordered.sort(key=lambda r: (rank.get(r.group, -1), parallel.part_index(r.nodeid)))
     group_seconds: dict[str, float] = {}
     for r in ordered:
         group_seconds[r.group] = round(group_seconds.get(r.group, 0.0) + r.seconds, 3)
@@ -498,7 +512,7 @@ def _run_lane(
     log_path = lane.log_path
     collected = lane.collected
     done = lane.done
-    with log_path.open("ab") as log:
+    with log_path.open("ab", buffering=0) as log:  # unbuffered: a full disk loses lines, not the run
         while True:
             lane.launches += 1
             cmd = pytest_command(python, run_dir, lane.groups, list(done))
@@ -570,6 +584,7 @@ def _run_lane(
             except BaseException:
                 _kill(proc)
                 raise
+            _kill(proc)  # whatever of its process group outlived it (a rank, a compile worker) goes too
             if hung_phase is not None:
                 phase, limit = hung_phase
                 what = {
