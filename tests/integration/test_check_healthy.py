@@ -60,7 +60,9 @@ def _as_nobody() -> str | None:
 def _nobody_cannot_run(user: str, python: str) -> str | None:
     """Why uid ``user`` cannot start ``python`` with torch (None when it can)."""
     probe = subprocess.run(
-        ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--", python, "-c", "import torch"],
+        # through env, as run_check starts it: exec'd by setpriv itself the interpreter was found
+        # where the same user's env could not reach it (a venv linking into a 0700 /root)
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--", "env", python, "-c", "import torch"],
         capture_output=True,
         text=True,
     )
