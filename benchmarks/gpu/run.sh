@@ -231,6 +231,17 @@ else
     skip suite-speed "benchmarks/smoke_suite.py is not in this checkout"
 fi
 
+# 8. issue 18's benchmark: `torchenv check` against the peer-equivalent workload (PyTorch's release
+# smoke test), cold then warm, on this node's cores (its torch may not be the spec's: the check then
+# fails facts.torch_version, which peer_suite notes, and the timings still stand)
+if [ "$MODE" = gpu ]; then
+    NODE_TORCH=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || echo unknown)
+    step peer-suite 100 "$PY" "$REPO/benchmarks/peer_suite.py" --python "$PY" --rounds 1 --warm-rounds 1 \
+        --torch-version "$NODE_TORCH"
+else
+    skip peer-suite "CPU dry run: benchmarks/peer_suite.py is timed on CPU by hand (about 60 s more)"
+fi
+
 # hang dumps the smoke suite's plugin left (only a killed check leaves a faulthandler dump)
 find "${TMPDIR:-/tmp}" -maxdepth 2 -path '*torchenv-check-*' -name stacks.txt -newer "$R/steps.tsv" 2>/dev/null |
     while read -r f; do grep -q "most recent call first" "$f" && cp "$f" "$R/stacks-$(basename "$(dirname "$f")").txt"; done

@@ -215,7 +215,7 @@ def test_every_step_ran_and_is_in_the_summary(dry_run: DryRun) -> None:
         assert name in steps, f"{name} missing: {sorted(steps)}"
         assert steps[name]["status"] in ("ok", "findings"), steps[name]
     assert "spec" in steps or "spec-fallback" in steps
-    for name in ("nvidia-smi", "check-compile", "notebook"):
+    for name in ("nvidia-smi", "check-compile", "notebook", "peer-suite"):
         assert steps[name]["status"] == "skipped" and "CPU dry run" in steps[name]["note"]
     lines = dry_run.summary.splitlines()
     assert len(lines) <= 40, "the summary must fit one screen"
