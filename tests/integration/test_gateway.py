@@ -223,6 +223,16 @@ def test_fork_call_an_exception_is_status_1_with_its_traceback(tmp_path: Path) -
     assert "Traceback" in text and "RuntimeError: the rank broke" in text
 
 
+def test_fork_call_sys_exit_is_the_status_as_in_any_process(tmp_path: Path) -> None:
+    def leave(code: object) -> int:
+        raise SystemExit(code)
+
+    for code, status in ((None, 0), (3, 3), ("bad arguments", 1)):
+        child = gateway.fork_call(lambda c=code: leave(c), name="torchenv-test", log=tmp_path / "child.log")
+        assert child.wait(30) == status, code
+    assert (tmp_path / "child.log").read_text() == "bad arguments\n"
+
+
 def test_fork_call_stop_ends_a_hung_copy_named_as_asked(tmp_path: Path) -> None:
     def hang() -> int:
         time.sleep(600)

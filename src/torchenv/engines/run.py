@@ -254,7 +254,9 @@ def fork_call(target: Callable[[], int], *, name: str, log: Path) -> Forked:
             comm.write(name[:15])
         code = int(target() or 0)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)  # as the interpreter does
     except BaseException:
         import traceback
 
