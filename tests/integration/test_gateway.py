@@ -4,6 +4,7 @@ and it streams, logs and captures."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -228,7 +229,7 @@ def test_fork_call_sys_exit_is_the_status_as_in_any_process(tmp_path: Path) -> N
         raise SystemExit(code)
 
     for code, status in ((None, 0), (3, 3), ("bad arguments", 1)):
-        child = gateway.fork_call(lambda c=code: leave(c), name="torchenv-test", log=tmp_path / "child.log")
+        child = gateway.fork_call(functools.partial(leave, code), name="torchenv-test", log=tmp_path / "child.log")
         assert child.wait(30) == status, code
     assert (tmp_path / "child.log").read_text() == "bad arguments\n"
 
