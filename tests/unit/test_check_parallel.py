@@ -130,3 +130,20 @@ def test_the_parts_of_a_group_hold_each_of_its_tests_once() -> None:
         defined = sorted(n.name for n in module.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"))
         named = sorted(t for g, tests in parallel.PARTS.values() if g == group for t in tests)
         assert named == defined, group
+
+
+def test_an_event_record_cut_short_by_a_full_disk_is_skipped_and_counted(tmp_path: Path) -> None:
+    """ENOSPC mid-write leaves half a JSON line; the next record is appended after it. The runner
+    reads on (that check is then "not run", diagnosed as the full disk), it does not crash."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"event": "start", "nodeid": "a"}\n{"event": "resu{"event": "start", "nodeid": "b"}\n')
+    events = runner._Events(path)
+    assert [dict(e) for e in events.read()] == [{"event": "start", "nodeid": "a"}]
+    assert events.cut_short == 1
+    lost = runner.CheckResult("compile.vec_isa", "compile", "failed", 0.0, "did not run: the test process ended")
+    runner._disk_full(lost, "", {"TMPDIR": tmp_path}, cut_short=True)
+    assert lost.diagnosis is not None and lost.diagnosis["id"] == "disk-full"
+    assert lost.message.startswith("no space left on device")
+    kept = runner.CheckResult("compile.vec_isa", "compile", "failed", 0.0, "did not run: the test process ended")
+    runner._disk_full(kept, "", {"TMPDIR": tmp_path}, cut_short=False)
+    assert kept.diagnosis is None

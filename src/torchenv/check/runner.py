@@ -188,16 +188,19 @@ def _usage(folder: Path) -> str:
 _NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|\bENOSPC\b|\bEDQUOT\b", re.IGNORECASE)
 
 
-def _disk_full(result: CheckResult, log_text: str, folders: Mapping[str, Path]) -> None:
+def _disk_full(result: CheckResult, log_text: str, folders: Mapping[str, Path], cut_short: bool = False) -> None:
     """A failed check that ran out of space says so, naming the folders and how full they are.
 
     The error a check shows is often another one ("C++ compile error" when the compiler could not
-    write its output); the log then says "No space left on device"."""
+    write its output); the log then says "No space left on device". ``cut_short``: the child's
+    event records were cut short (a full disk), so a check reported as not run lost its result
+    there."""
     if result.outcome != "failed":
         return
     diag_id = (result.diagnosis or {}).get("id")
     text = result.message + " " + " ".join((result.diagnosis or {}).values())
-    if diag_id != "disk-full" and not _NO_SPACE.search(text):
+    lost = cut_short and result.message.startswith("did not run")
+    if diag_id != "disk-full" and not _NO_SPACE.search(text) and not lost:
         # this check's own detail section of the log (up to the next section), where the compiler's
         # output says what the exception's message does not
         start = log_text.find(f"\n--- {result.check}: detail ---\n")
@@ -293,6 +296,7 @@ class _Events:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
+        self.cut_short = 0  # records that were not JSON (a full disk cut them short)
 
     def read(self) -> list[plugin.Event]:
         """The records written since the last read (a line still being written waits).
@@ -307,7 +311,18 @@ class _Events:
         if not complete:
             return []
         self.offset += len(complete.encode()) + 1
-        return [cast(plugin.Event, json.loads(line)) for line in complete.splitlines() if line.strip()]
+        events = []
+        for line in complete.splitlines():
+            if not line.strip():
+                continue
+            try:
+                events.append(cast(plugin.Event, json.loads(line)))
+            except ValueError:
+                # a record cut short where the disk filled up (ENOSPC mid-write), the next one
+                # appended after it: that check's result is lost, the run is not (it is reported
+                # as not run, and the full disk is diagnosed from the log)
+                self.cut_short += 1
+        return events
 
 
 def _stack_excerpt(stacks: Path, check: str) -> str:
@@ -362,6 +377,7 @@ class _Lane:
     launches: int = 0
     startup: float | None = None
     error: BaseException | None = None
+    cut_short: int = 0  # event records a full disk cut short
 
 
 def run_suite(
@@ -473,7 +489,7 @@ def run_suite(
         log_text = log_path.read_text(errors="replace")
         folders = {"TMPDIR": run_dir.parent, "the compile cache": cache}
         for result in done.values():
-            _disk_full(result, log_text, folders)
+            _disk_full(result, log_text, folders, cut_short=any(lane.cut_short for lane in lanes))
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     rank = {g: i for i, g in enumerate(GROUPS)}
     ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
@@ -531,7 +547,9 @@ def _run_lane(
                     if stop.is_set():
                         raise _Stopped
                     exited = proc.poll() is not None
-                    for ev in events.read():
+                    read = events.read()
+                    lane.cut_short = events.cut_short
+                    for ev in read:
                         last_event = time.monotonic()
                         if ev["event"] == "collected":
                             seen_collection = True
