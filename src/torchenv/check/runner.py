@@ -377,7 +377,10 @@ class _Lane:
     launches: int = 0
     startup: float | None = None
     error: BaseException | None = None
-    cut_short: int = 0  # event records a full disk cut short
+    events: _Events = field(init=False)  # its child's event records, read as they come
+
+    def __post_init__(self) -> None:
+        self.events = _Events(self.events_path)
 
 
 def run_suite(
@@ -489,7 +492,7 @@ def run_suite(
         log_text = log_path.read_text(errors="replace")
         folders = {"TMPDIR": run_dir.parent, "the compile cache": cache}
         for result in done.values():
-            _disk_full(result, log_text, folders, cut_short=any(lane.cut_short for lane in lanes))
+            _disk_full(result, log_text, folders, cut_short=any(lane.events.cut_short for lane in lanes))
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     rank = {g: i for i, g in enumerate(GROUPS)}
     ordered = [done[n] for n in collected if n in done] + [r for n, r in done.items() if n not in collected]
@@ -524,7 +527,7 @@ def _run_lane(
 ) -> None:
     """Run one lane's groups in a child, starting a new one after a hang or crash for the checks
     not run yet, until every check has a result (or none progressed)."""
-    events = _Events(lane.events_path)
+    events = lane.events
     log_path = lane.log_path
     collected = lane.collected
     done = lane.done
@@ -547,9 +550,7 @@ def _run_lane(
                     if stop.is_set():
                         raise _Stopped
                     exited = proc.poll() is not None
-                    read = events.read()
-                    lane.cut_short = events.cut_short
-                    for ev in read:
+                    for ev in events.read():
                         last_event = time.monotonic()
                         if ev["event"] == "collected":
                             seen_collection = True

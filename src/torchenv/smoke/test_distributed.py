@@ -45,77 +45,51 @@ def _forked_rank(rank: int, world_size: int, backend: str, out: Path, master: di
     return _dist.run_rank(rank, world_size, backend, RENDEZVOUS_TIMEOUT, str(out))
 
 
+def _start_rank(
+    rank: int, world_size: int, backend: str, workdir: Path, master: dict[str, str], *, fork: bool
+) -> gateway.Child | gateway.Forked:
+    log = workdir / f"rank{rank}.log"
+    out = workdir / f"rank{rank}.json"
+    if fork:
+        target = functools.partial(_forked_rank, rank, world_size, backend, out, master)
+        return gateway.fork_call(target, name=f"torchenv-rank{rank}", log=log)
+    argv = [sys.executable, "-m", "torchenv.smoke._dist", "--rank", str(rank), "--world-size", str(world_size)]
+    argv += ["--backend", backend, "--timeout", str(RENDEZVOUS_TIMEOUT), "--out", str(out)]
+    with log.open("w") as fh:
+        return gateway.start(
+            argv,
+            full_env={**os.environ, **master, "OMP_NUM_THREADS": "1"},
+            stdout=fh,
+            stderr=gateway.STDOUT,
+            # the ranks stay in the suite's process group: when the runner stops the suite's
+            # child (timeout, Ctrl-C, SIGTERM) the group signal reaches them too
+            new_session=False,
+        )
+
+
 def _all_reduce(backend: str, world_size: int = 2, *, fork: bool | None = None) -> list[dict[str, object]]:
     """Run ``world_size`` ranks and return their reports. ``fork``: the ranks are forks of this
     process (default: :func:`_forkable`), else fresh interpreters."""
     fork = _forkable(backend) if fork is None else fork
     workdir = Path(tempfile.mkdtemp(prefix=f"allreduce-{backend}-"))
     master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    env = {**os.environ, **master, "OMP_NUM_THREADS": "1"}
     procs: list[tuple[int, gateway.Child | gateway.Forked]] = []
     try:
         for rank in range(world_size):
-            log = workdir / f"rank{rank}.log"
-            out = workdir / f"rank{rank}.json"
-            if fork:
-                procs.append(
-                    (
-                        rank,
-                        gateway.fork_call(
-                            functools.partial(_forked_rank, rank, world_size, backend, out, master),
-                            name=f"torchenv-rank{rank}",
-                            log=log,
-                        ),
-                    )
-                )
-                continue
-            with log.open("w") as fh:
-                procs.append(
-                    (
-                        rank,
-                        gateway.start(
-                            [
-                                sys.executable,
-                                "-m",
-                                "torchenv.smoke._dist",
-                                "--rank",
-                                str(rank),
-                                "--world-size",
-                                str(world_size),
-                                "--backend",
-                                backend,
-                                "--timeout",
-                                str(RENDEZVOUS_TIMEOUT),
-                                "--out",
-                                str(out),
-                            ],
-                            full_env=env,
-                            stdout=fh,
-                            stderr=gateway.STDOUT,
-                            # the ranks stay in the suite's process group: when the runner stops the
-                            # suite's child (timeout, Ctrl-C, SIGTERM) the group signal reaches them too
-                            new_session=False,
-                        ),
-                    )
-                )
-    except BaseException:
-        for _rank, proc in procs:
-            proc.stop(grace=1.0)
-        raise
-    deadline = time.monotonic() + RENDEZVOUS_TIMEOUT + 30
-    try:
+            procs.append((rank, _start_rank(rank, world_size, backend, workdir, master, fork=fork)))
+        deadline = time.monotonic() + RENDEZVOUS_TIMEOUT + 30
         for rank, proc in procs:
             if proc.wait(timeout=max(deadline - time.monotonic(), 0.1)) is None:
                 fail(
                     f"{backend} all-reduce: rank {rank} did not finish within {RENDEZVOUS_TIMEOUT + 30:.0f} s",
                     "hang",
                     detail=f"the {backend} rendezvous or collective hung (MASTER_ADDR=127.0.0.1, "
-                    f"MASTER_PORT={env['MASTER_PORT']})",
+                    f"MASTER_PORT={master['MASTER_PORT']})",
                     fix_hint="check that processes may open and connect to localhost TCP ports, "
                     "and for NCCL that /dev/shm is large enough (--ipc=host); rank logs: "
                     f"{workdir}",
                 )
-    finally:
+    finally:  # a rank still running (a hang, or a start that failed half-way) is stopped
         for _rank, proc in procs:
             if proc.poll() is None:
                 proc.stop(grace=1.0)
